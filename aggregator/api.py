@@ -1,0 +1,189 @@
+"""The library API. The CLI and the daemon are thin shells over this class.
+
+with Aggregator.open(db="news.sqlite") as agg:
+    agg.add_feed("https://example.com/feed.xml")
+    summary = agg.update()
+    for e in agg.entries(since=timedelta(hours=24)):
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from . import pipeline
+from .config import Settings, load_settings
+from .errors import FeedExistsError, InvalidURLError, NotAFeedError, OPMLError, ParseError
+from .fetch import fetch_feed, make_client
+from .models import Feed, FeedUpdateResult, FetchRequest, Outcome, RoundSummary, StoredEntry
+from .normalize import feed_url, utcnow
+from .opml import read_opml, write_opml
+from .parse import parse_feed
+from .store import Store, StoreStats, open_store
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    feed: Feed
+    note: str | None = None  # e.g. "the page links the feed X; added that instead"
+    result: FeedUpdateResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    added: int
+    existing: int
+    invalid: tuple[str, ...]
+
+
+def validate_feed_url(url: str) -> str:
+    try:
+        return feed_url(url)
+    except ValueError as e:
+        raise InvalidURLError(f"{e}; a feed URL looks like https://example.com/feed.xml") from None
+
+
+class Aggregator:
+    def __init__(self, store: Store, settings: Settings, clock: Callable[[], datetime] = utcnow):
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+
+    @classmethod
+    def open(
+        cls,
+        db: str | Path | None = None,
+        settings: Settings | None = None,
+        config_path: Path | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> Aggregator:
+        settings = settings or load_settings(config_path)
+        store = open_store(db or settings.store.path or None)
+        return cls(store, settings, clock)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Aggregator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- feeds ----------------------------------------------------------------------------------
+
+    def feeds(self) -> list[Feed]:
+        return self.store.list_feeds()
+
+    def feed(self, ref: str | int) -> Feed:
+        if isinstance(ref, str) and not ref.isdigit():
+            with contextlib.suppress(ValueError):
+                ref = feed_url(ref)
+        return self.store.get_feed(ref)
+
+    def add_feed(self, url: str, title: str | None = None, check: bool = True) -> AddResult:
+        """Subscribe to ``url``. With ``check``, fetch it once: an HTML page that links a feed
+        subscribes to that feed instead; a page that links none is refused; the entries of the
+        first fetch are stored right away. A network failure still adds the feed, with a note."""
+        url = validate_feed_url(url)
+        self._refuse_existing(url)
+        if not check:
+            return AddResult(self.store.add_feed(url, title, self.clock()))
+        fetched = self._fetch_once(url)
+        note = None
+        if fetched.outcome is Outcome.OK and fetched.body is not None:
+            try:
+                parse_feed(fetched.body, fetched.url, fetched.content_type)
+            except NotAFeedError as e:
+                if not e.alternates:
+                    raise NotAFeedError(f"{url}: {e}") from None
+                url = validate_feed_url(e.alternates[0])
+                self._refuse_existing(url)
+                note = f"{fetched.url} is a web page; subscribed to the feed it links: {url}"
+                fetched = self._fetch_once(url)
+            except ParseError:
+                pass  # stored below as the feed's parse error, like any round would
+        elif fetched.outcome.failed:
+            note = f"added, but the first fetch failed: {fetched.error or fetched.outcome.value}"
+        feed = self.store.add_feed(url, title, self.clock())
+        fetched = replace(fetched, feed_id=feed.id)
+        res = pipeline.process_result(self.store, fetched, self.clock())
+        if res.outcome is Outcome.PARSE_ERROR and note is None:
+            note = f"added, but it could not be read as a feed: {res.error}"
+        return AddResult(self.store.get_feed(feed.id), note, res)
+
+    def _refuse_existing(self, url: str) -> None:
+        try:
+            existing = self.store.get_feed(url)
+        except Exception:
+            return
+        raise FeedExistsError(
+            f"already subscribed to {existing.url} (id {existing.id}); nothing changed", existing
+        )
+
+    def _fetch_once(self, url: str):
+        async def go():
+            async with make_client(self.settings.fetch) as client:
+                return await fetch_feed(
+                    client, FetchRequest(0, url), self.settings.fetch, self.clock()
+                )
+
+        return asyncio.run(go())
+
+    def remove_feed(self, ref: str | int) -> Feed:
+        feed = self.feed(ref)
+        self.store.remove_feed(feed.id)
+        return feed
+
+    def import_opml(self, path: Path) -> ImportResult:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise OPMLError(f"cannot read {path}: {e.strerror or e}") from None
+        added = existing = 0
+        invalid: list[str] = []
+        for item in read_opml(data):
+            try:
+                url = validate_feed_url(item.url)
+                self.store.add_feed(url, item.title, self.clock())
+                added += 1
+            except InvalidURLError:
+                invalid.append(item.url)
+            except FeedExistsError:
+                existing += 1
+        return ImportResult(added, existing, tuple(invalid))
+
+    def export_opml(self) -> str:
+        return write_opml(self.feeds(), self.clock())
+
+    # -- updating -------------------------------------------------------------------------------
+
+    def update(
+        self,
+        feeds: Sequence[str | int] | None = None,
+        on_result: Callable[[FeedUpdateResult], None] | None = None,
+        on_start: Callable[[int], None] | None = None,
+    ) -> RoundSummary:
+        ids = [self.feed(f).id for f in feeds] if feeds else None
+        return pipeline.update(self.store, self.settings, self.clock, ids, on_result, on_start)
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def entries(
+        self,
+        since: timedelta | datetime | None = None,
+        feeds: Sequence[str | int] | None = None,
+        limit: int = 50,
+    ) -> list[StoredEntry]:
+        if isinstance(since, timedelta):
+            since = self.clock() - since
+        ids = [self.feed(f).id for f in feeds] if feeds else None
+        return self.store.entries(since=since, feed_ids=ids, limit=limit)
+
+    def stats(self) -> StoreStats:
+        return self.store.stats()

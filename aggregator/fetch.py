@@ -1,0 +1,273 @@
+"""HTTP fetching with httpx. Every way a fetch can end becomes a FetchResult with an Outcome;
+nothing raises out of ``fetch_feed`` for a feed's own failure.
+
+    make_client(settings) -> httpx.AsyncClient       one per round, modest connection pool
+    fetch_feed(client, request, settings, now) -> FetchResult
+
+- Conditional GET (If-None-Match / If-Modified-Since); a 304 or an unchanged body hash is
+  NOT_MODIFIED and costs no parsing.
+- Redirects followed by hand, at most ``max_redirects`` hops, http(s) only; ``permanent_url`` is
+  set when every hop was 301/308, so the caller can update the stored URL.
+- Connect/read timeouts from httpx, plus a deadline over the whole exchange (a server dripping
+  one byte a second ends at ``total_timeout``).
+- gzip/deflate decoded here, chunk by chunk, with the size cap applied to the decoded size:
+  a gzip bomb stops at ``max_body_bytes`` having produced at most that many bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import zlib
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from ._version import __version__
+from .config import FetchSettings
+from .models import FetchRequest, FetchResult, Outcome
+
+USER_AGENT = f"aggregator/{__version__} (news-feed aggregator; +python-httpx)"
+ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/feed+json, application/json;q=0.9, "
+    "application/rdf+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
+)
+REDIRECTS = {301, 302, 303, 307, 308}
+PERMANENT = {301, 308}
+MAX_RETRY_AFTER = timedelta(days=7)
+
+
+def user_agent(settings: FetchSettings) -> str:
+    if settings.user_agent_contact:
+        return f"{USER_AGENT[:-1]}; {settings.user_agent_contact})"
+    return USER_AGENT
+
+
+def make_client(settings: FetchSettings) -> httpx.AsyncClient:
+    timeout = httpx.Timeout(
+        connect=settings.connect_timeout,
+        read=settings.read_timeout,
+        write=settings.read_timeout,
+        pool=settings.total_timeout,
+    )
+    limits = httpx.Limits(
+        max_connections=settings.concurrency,
+        max_keepalive_connections=settings.concurrency,
+        keepalive_expiry=30,
+    )
+    return httpx.AsyncClient(
+        timeout=timeout,
+        limits=limits,
+        follow_redirects=False,
+        trust_env=False,
+        headers={
+            "User-Agent": user_agent(settings),
+            "Accept": ACCEPT,
+            "Accept-Encoding": "gzip, deflate",
+        },
+    )
+
+
+def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
+    """Retry-After as seconds or an HTTP date -> an absolute UTC time, capped at 7 days."""
+    if not value:
+        return None
+    value = value.strip()
+    when: datetime | None
+    if value.isdigit():
+        when = now + timedelta(seconds=int(value))
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    return max(now, min(when, now + MAX_RETRY_AFTER))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Decoder:
+    """Content-Encoding decoder that never produces more than ``limit`` bytes in total."""
+
+    def __init__(self, encoding: str, limit: int):
+        self.limit = limit
+        self.size = 0
+        enc = encoding.lower().strip()
+        if enc in ("", "identity"):
+            self._z = None
+        elif enc in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif enc == "deflate":
+            self._z = zlib.decompressobj()
+            self._deflate_raw_fallback = True
+        else:
+            raise httpx.DecodingError(f"unsupported Content-Encoding {encoding!r}")
+
+    def _account(self, data: bytes) -> bytes:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise _TooLarge
+        return data
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._z is None:
+            return self._account(chunk)
+        out = []
+        data = chunk
+        while data:
+            room = self.limit - self.size + 1
+            try:
+                piece = self._z.decompress(data, room)
+            except zlib.error:
+                if getattr(self, "_deflate_raw_fallback", False) and self.size == 0:
+                    # Some servers send raw deflate without the zlib header.
+                    self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+                    self._deflate_raw_fallback = False
+                    continue
+                raise httpx.DecodingError("corrupt compressed body") from None
+            out.append(self._account(piece))
+            data = self._z.unconsumed_tail
+            if self._z.eof:
+                break
+        return b"".join(out)
+
+
+async def fetch_feed(
+    client: httpx.AsyncClient, req: FetchRequest, settings: FetchSettings, now: datetime
+) -> FetchResult:
+    started = time.monotonic()
+
+    def result(outcome: Outcome, **kw) -> FetchResult:
+        kw.setdefault("url", req.url)
+        return FetchResult(
+            feed_id=req.feed_id, outcome=outcome, elapsed=time.monotonic() - started, **kw
+        )
+
+    try:
+        async with asyncio.timeout(settings.total_timeout):
+            return await _exchange(client, req, settings, now, result)
+    except TimeoutError:
+        return result(
+            Outcome.TIMEOUT, error=f"no complete answer within {settings.total_timeout:g}s"
+        )
+    except httpx.TimeoutException as e:
+        return result(Outcome.TIMEOUT, error=f"timed out ({type(e).__name__})")
+    except _TooLarge:
+        return result(
+            Outcome.TOO_LARGE, error=f"body larger than the cap of {settings.max_body_bytes} bytes"
+        )
+    except httpx.DecodingError as e:
+        return result(Outcome.NETWORK_ERROR, error=f"bad body encoding: {e}")
+    except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as e:
+        return result(
+            Outcome.NETWORK_ERROR, error=f"{type(e).__name__}: {e}"[:500] or "network error"
+        )
+
+
+async def _exchange(client, req: FetchRequest, settings: FetchSettings, now, result) -> FetchResult:
+    url = req.url
+    permanent = True
+    hops = 0
+    cap = settings.max_body_bytes
+    while True:
+        headers = {}
+        if req.etag:
+            headers["If-None-Match"] = req.etag
+        if req.last_modified:
+            headers["If-Modified-Since"] = req.last_modified
+        async with client.stream("GET", url, headers=headers) as resp:
+            status = resp.status_code
+            if status in REDIRECTS:
+                location = resp.headers.get("location")
+                if not location:
+                    return result(
+                        Outcome.HTTP_ERROR,
+                        url=url,
+                        status_code=status,
+                        error=f"HTTP {status} redirect without a Location header",
+                    )
+                target = urljoin(url, location.strip())
+                if urlsplit(target).scheme not in ("http", "https"):
+                    return result(
+                        Outcome.NETWORK_ERROR,
+                        url=url,
+                        status_code=status,
+                        error=f"redirect to a non-HTTP URL refused: {target[:200]}",
+                    )
+                hops += 1
+                if hops > settings.max_redirects:
+                    return result(
+                        Outcome.NETWORK_ERROR,
+                        url=url,
+                        status_code=status,
+                        error=f"more than {settings.max_redirects} redirects",
+                    )
+                permanent = permanent and status in PERMANENT
+                url = target
+                continue
+            moved = url if (hops and permanent) else None
+            common = dict(url=url, permanent_url=moved, status_code=status)
+            if status == 304:
+                return result(
+                    Outcome.NOT_MODIFIED,
+                    etag=req.etag,
+                    last_modified=req.last_modified,
+                    body_hash=req.body_hash,
+                    **common,
+                )
+            if status == 410:
+                return result(Outcome.GONE, error="HTTP 410 Gone: the feed was removed", **common)
+            if not 200 <= status < 300:
+                retry = parse_retry_after(resp.headers.get("retry-after"), now)
+                reason = resp.reason_phrase or ""
+                return result(
+                    Outcome.HTTP_ERROR,
+                    retry_after=retry,
+                    error=f"HTTP {status} {reason}".strip(),
+                    **common,
+                )
+            declared = resp.headers.get("content-length", "")
+            if (
+                declared.isdigit()
+                and not resp.headers.get("content-encoding")
+                and int(declared) > cap
+            ):
+                raise _TooLarge
+            decoder = _Decoder(resp.headers.get("content-encoding", ""), cap)
+            digest = hashlib.blake2b(digest_size=16)
+            parts = []
+            async for chunk in resp.aiter_raw():
+                data = decoder.feed(chunk)
+                if data:
+                    digest.update(data)
+                    parts.append(data)
+            body = b"".join(parts)
+            body_hash = digest.hexdigest()
+            etag = resp.headers.get("etag")
+            last_modified = resp.headers.get("last-modified")
+            ctype = resp.headers.get("content-type")
+            if req.body_hash and body_hash == req.body_hash:
+                return result(
+                    Outcome.NOT_MODIFIED,
+                    etag=etag,
+                    last_modified=last_modified,
+                    body_hash=body_hash,
+                    content_type=ctype,
+                    **common,
+                )
+            return result(
+                Outcome.OK,
+                body=body,
+                body_hash=body_hash,
+                etag=etag,
+                last_modified=last_modified,
+                content_type=ctype,
+                **common,
+            )

@@ -1,0 +1,191 @@
+"""Plain data passed between the stages: frozen dataclasses. Imports nothing internal."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Outcome(enum.StrEnum):
+    """How one fetch of one feed ended. Stored with the feed as ``last_status``."""
+
+    OK = "ok"
+    NOT_MODIFIED = "not_modified"  # 304, or a 200 whose body hash equals the last one
+    GONE = "gone"  # 410: polling stops
+    HTTP_ERROR = "http_error"  # any other non-2xx status
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too_large"  # body passed the size cap (decoded size)
+    NETWORK_ERROR = "network_error"  # DNS, refused, reset, TLS, bad redirect ...
+    PARSE_ERROR = "parse_error"  # body is not a readable feed
+
+    @property
+    def failed(self) -> bool:
+        return self not in (Outcome.OK, Outcome.NOT_MODIFIED)
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    id: int
+    url: str
+    title: str | None = None
+    user_title: str | None = None
+    site_url: str | None = None
+    added_at: datetime | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    last_status: str | None = None
+    last_http_status: int | None = None
+    last_error: str | None = None
+    last_fetched_at: datetime | None = None
+    last_ok_at: datetime | None = None
+    retry_after: datetime | None = None
+    gone: bool = False
+    previous_urls: tuple[str, ...] = ()
+    entry_count: int = 0
+
+    @property
+    def display_title(self) -> str:
+        return self.user_title or self.title or self.url
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    """What the fetcher needs to know about a feed: where, and what we saw last time."""
+
+    feed_id: int
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    retry_after: datetime | None = None  # not fetched before this time (Retry-After)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    feed_id: int
+    outcome: Outcome
+    url: str  # the URL finally fetched (after redirects)
+    permanent_url: str | None = None  # set when every redirect hop was 301/308
+    status_code: int | None = None
+    body: bytes | None = None
+    body_hash: str | None = None
+    content_type: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    retry_after: datetime | None = None
+    error: str | None = None
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RawEntry:
+    """One entry as the parser read it: strings as found, dates already in UTC when known."""
+
+    guid: str | None
+    link: str | None
+    title: str | None
+    summary_html: str | None
+    content_html: str | None
+    author: str | None
+    published: datetime | None
+    updated: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    format: str  # rss20, atom10, rss10, json11 ...
+    title: str | None
+    link: str | None
+    entries: tuple[RawEntry, ...]
+    warning: str | None = None  # set when the feed was only partly readable (bozo)
+    ttl_minutes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A normalized entry, ready to store. ``key`` is its identity within its feed."""
+
+    feed_id: int
+    key: str
+    guid: str | None
+    url: str | None  # canonical
+    link: str | None  # as published
+    title: str
+    summary: str  # plain text
+    summary_html: str | None
+    author: str | None
+    published: datetime  # UTC; first-seen time when the feed gave none
+    updated: datetime | None
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    id: int
+    feed_id: int
+    feed_title: str
+    key: str
+    url: str | None
+    link: str | None
+    title: str
+    summary: str
+    author: str | None
+    published: datetime
+    updated: datetime | None
+    first_seen: datetime
+    story_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedUpdateResult:
+    """What one feed's part of a round did."""
+
+    feed_id: int
+    url: str
+    outcome: Outcome
+    new_entries: int = 0
+    updated_entries: int = 0
+    error: str | None = None
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSummary:
+    started_at: datetime
+    finished_at: datetime
+    results: tuple[FeedUpdateResult, ...] = field(default=())
+    skipped: int = 0  # feeds not fetched because a Retry-After has not passed
+
+    def count(self, *outcomes: Outcome) -> int:
+        return sum(1 for r in self.results if r.outcome in outcomes)
+
+    @property
+    def ok(self) -> int:
+        return self.count(Outcome.OK)
+
+    @property
+    def not_modified(self) -> int:
+        return self.count(Outcome.NOT_MODIFIED)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.results if r.outcome.failed)
+
+    @property
+    def new_entries(self) -> int:
+        return sum(r.new_entries for r in self.results)
+
+    @property
+    def updated_entries(self) -> int:
+        return sum(r.updated_entries for r in self.results)
+
+    def line(self) -> str:
+        secs = (self.finished_at - self.started_at).total_seconds()
+        return (
+            f"{len(self.results)} feeds in {secs:.1f}s: {self.ok} ok, "
+            f"{self.not_modified} not modified, {self.failed} failed; "
+            f"{self.new_entries} new entries, {self.updated_entries} updated"
+            + (f"; {self.skipped} skipped (Retry-After)" if self.skipped else "")
+        )

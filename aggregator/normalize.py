@@ -1,0 +1,250 @@
+"""Pure normalization: canonical URLs, HTML to text, UTC dates, entry identity.
+
+Nothing here does I/O or reads the clock: callers pass ``now``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+from selectolax.lexbor import LexborHTMLParser
+from w3lib.url import canonicalize_url
+
+from .models import Entry, ParsedFeed, RawEntry
+
+# Query parameters that only track the reader, never select content. Matched case-insensitively;
+# entries ending in "*" are prefixes.
+TRACKING_PARAMS = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "gclsrc",
+        "dclid",
+        "gbraid",
+        "wbraid",
+        "msclkid",
+        "yclid",
+        "twclid",
+        "ttclid",
+        "li_fat_id",
+        "igshid",
+        "mc_cid",
+        "mc_eid",
+        "_ga",
+        "_gl",
+        "_hsenc",
+        "_hsmi",
+        "hsctatracking",
+        "mkt_tok",
+        "oly_anon_id",
+        "oly_enc_id",
+        "vero_id",
+        "vero_conv",
+        "wickedid",
+        "rb_clickid",
+        "s_cid",
+        "ncid",
+        "cmpid",
+        "sr_share",
+        "ref_src",
+        "spm",
+        "soc_src",
+        "soc_trk",
+        "at_medium",
+        "at_campaign",
+        "at_custom1",
+        "at_custom2",
+        "at_custom3",
+        "at_custom4",
+        "cndid",
+        "smid",
+        "smtyp",
+        "__twitter_impression",
+    }
+)
+TRACKING_PREFIXES = ("utm_", "ns_", "pk_", "mtm_", "piwik_", "matomo_", "itm_", "stm_")
+DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+# Caps on stored text, so one huge entry cannot bloat the store.
+MAX_TITLE_CHARS = 1_000
+MAX_SUMMARY_CHARS = 20_000
+MAX_HTML_CHARS = 200_000
+# Dates further ahead than this are taken as wrong and replaced by the time first seen.
+MAX_FUTURE = timedelta(days=1)
+
+
+def _is_tracking(name: str) -> bool:
+    n = name.lower()
+    return n in TRACKING_PARAMS or n.startswith(TRACKING_PREFIXES)
+
+
+def canonical_url(url: str | None, base: str | None = None) -> str | None:
+    """The canonical form of an http(s) URL, or None when ``url`` is not one.
+
+    Lowercase scheme and host, default port dropped, fragment dropped, tracking parameters
+    dropped, remaining query parameters sorted, percent-encoding normalized (w3lib). A relative
+    URL is resolved against ``base`` first.
+    """
+    if not url:
+        return None
+    url = url.strip()
+    if base and not url.lower().startswith(("http://", "https://")):
+        url = urljoin(base, url)
+    try:
+        parts = urlsplit(canonicalize_url(url, keep_fragments=False))
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    host = parts.hostname.lower().rstrip(".")
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    netloc = host if port is None or str(port) == DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    if parts.username or parts.password:
+        userinfo = parts.username or ""
+        if parts.password:
+            userinfo += ":" + parts.password
+        netloc = f"{userinfo}@{netloc}"
+    query = parts.query
+    if query:
+        query = "&".join(p for p in query.split("&") if p and not _is_tracking(p.split("=", 1)[0]))
+    return urlunsplit((scheme, netloc, parts.path or "/", query, ""))
+
+
+_WS = re.compile(r"\s+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
+_BLOCK_TAG = re.compile(
+    r"<(?=/?(?:p|div|br|li|ul|ol|h[1-6]|tr|td|th|table|blockquote|section|article|header|"
+    r"footer|figure|figcaption|pre|hr|dd|dt)\b)",
+    re.IGNORECASE,
+)
+_DROP_TAGS = ["script", "style", "noscript", "template", "iframe", "object", "svg", "head"]
+
+
+def clean_text(text: str) -> str:
+    """Drop control characters and fold whitespace to single spaces."""
+    text = _CONTROL.sub("", text)
+    return _WS.sub(" ", text).strip()
+
+
+def html_to_text(html: str | None) -> str:
+    """Plain text from an HTML fragment: entities decoded, scripts and styles dropped,
+    block elements separated by a space, whitespace folded."""
+    if not html:
+        return ""
+    if "<" not in html and "&" not in html:
+        return clean_text(html)
+    tree = LexborHTMLParser(_BLOCK_TAG.sub(" <", html))
+    tree.strip_tags(_DROP_TAGS)
+    root = tree.body or tree.root
+    text = root.text(deep=True, separator="", strip=False) if root is not None else ""
+    return clean_text(unicodedata.normalize("NFC", text))
+
+
+def to_utc(dt: datetime | None) -> datetime | None:
+    """Aware datetimes converted to UTC; naive ones taken to be UTC."""
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def _hash(*parts: str | None) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for p in parts:
+        h.update((p or "").encode("utf-8", "surrogatepass"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def entry_key(guid: str | None, url: str | None, title: str | None, content: str | None) -> str:
+    """Identity of an entry within its feed: GUID/id, else canonical link, else a content hash."""
+    if guid and guid.strip():
+        return "g:" + guid.strip()[:1000]
+    if url:
+        return "u:" + url
+    return "h:" + _hash(title, content)
+
+
+def normalize_entry(raw: RawEntry, feed_id: int, base_url: str | None, now: datetime) -> Entry:
+    url = canonical_url(raw.link, base_url)
+    html = raw.summary_html or raw.content_html
+    if html and len(html) > MAX_HTML_CHARS:
+        html = html[:MAX_HTML_CHARS]
+    title = html_to_text(raw.title)[:MAX_TITLE_CHARS]
+    summary = html_to_text(html)[:MAX_SUMMARY_CHARS]
+    published = to_utc(raw.published) or to_utc(raw.updated) or now
+    if published > now + MAX_FUTURE:
+        published = now
+    updated = to_utc(raw.updated)
+    link = raw.link.strip()[:4000] if raw.link else None
+    if link and base_url and url and not link.lower().startswith(("http://", "https://")):
+        link = urljoin(base_url, link)
+    if not title:
+        title = summary[:120].rsplit(" ", 1)[0] if len(summary) > 120 else summary
+    author = clean_text(raw.author)[:500] if raw.author else None
+    return Entry(
+        feed_id=feed_id,
+        key=entry_key(raw.guid, url, raw.title, raw.content_html or raw.summary_html),
+        guid=raw.guid.strip()[:1000] if raw.guid else None,
+        url=url,
+        link=link,
+        title=title,
+        summary=summary,
+        summary_html=html,
+        author=author or None,
+        published=published,
+        updated=updated,
+        content_hash=_hash(title, summary, html, url, author, updated and updated.isoformat()),
+    )
+
+
+def normalize_feed(parsed: ParsedFeed, feed_id: int, feed_url: str, now: datetime) -> list[Entry]:
+    """Normalized entries of a parsed feed; a key seen twice in one document is kept once."""
+    base = parsed.link if parsed.link and parsed.link.startswith("http") else feed_url
+    seen: set[str] = set()
+    out: list[Entry] = []
+    for raw in parsed.entries:
+        e = normalize_entry(raw, feed_id, base, now)
+        if e.key in seen:
+            continue
+        seen.add(e.key)
+        out.append(e)
+    return out
+
+
+def utcnow() -> datetime:
+    """The one place that reads the clock; shells pass its value into the pure core."""
+    return datetime.now(UTC)
+
+
+def feed_url(url: str) -> str:
+    """A subscribed feed's URL, lightly normalized so that the same feed is not added twice:
+    lowercase scheme and host, default port and fragment dropped. Raises ValueError when the
+    URL is not absolute http(s). Query and path are kept as given (some servers care)."""
+    text = (url or "").strip()
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise ValueError(f"{text!r} is not an http(s) URL")
+    if not parts.hostname:
+        raise ValueError(f"{text!r} has no host")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{text!r} has an invalid port") from None
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port is None or str(port) == DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    if parts.username:
+        netloc = parts.username + (f":{parts.password}" if parts.password else "") + "@" + netloc
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))

@@ -1,0 +1,260 @@
+"""Bytes -> ParsedFeed. Detects the format: JSON Feed is read here, RSS/RDF/Atom by feedparser.
+
+    parse_feed(body, url, content_type) -> ParsedFeed
+        raises NotAFeedError  (an HTML page; carries the feed URLs it links)
+        raises ParseError     (anything else that yields no feed)
+
+A feed that is only partly readable (feedparser's "bozo") still yields the entries it has and a
+``warning`` naming the problem.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin
+
+import feedparser
+from selectolax.lexbor import LexborHTMLParser
+
+from .errors import NotAFeedError, ParseError
+from .models import ParsedFeed, RawEntry
+
+FEED_LINK_TYPES = (
+    "application/rss+xml",
+    "application/atom+xml",
+    "application/feed+json",
+    "application/json",
+    "application/rdf+xml",
+    "application/xml",
+    "text/xml",
+)
+_HTML_START = re.compile(
+    rb"^\s*(?:<!--.*?-->\s*)*(?:<!doctype\s+html|<html|<head|<body)", re.IGNORECASE | re.DOTALL
+)
+_BOM = b"\xef\xbb\xbf"
+# bozo reasons that lose nothing: a wrong or missing Content-Type, an encoding fixed up.
+_BENIGN = (feedparser.NonXMLContentType, feedparser.CharacterEncodingOverride)
+
+# feedparser reads sgmllib-style HTML from module-level settings; we want its sanitizer on (the
+# HTML we keep may be shown in a browser later) and relative links resolved.
+feedparser.SANITIZE_HTML = True
+feedparser.RESOLVE_RELATIVE_URIS = True
+
+
+def parse_feed(body: bytes, url: str, content_type: str | None = None) -> ParsedFeed:
+    if not body or not body.strip():
+        raise ParseError("empty response body; the server sent no feed")
+    head = body[:512].lstrip(_BOM + b" \t\r\n")
+    if head[:1] in (b"{", b"["):
+        return parse_json_feed(body)
+    if _HTML_START.match(head[:512]):
+        raise _not_a_feed(body, url)
+    if head.startswith(b"<?xml") and not body.startswith(b"<?xml"):
+        # Whitespace (often from a PHP template) before the XML declaration makes the
+        # document ill-formed, although nothing is lost by dropping it.
+        body = body.lstrip(b" \t\r\n")
+    return _parse_xml(body, url, content_type)
+
+
+def _parse_xml(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
+    headers = {"content-location": url}
+    if content_type:
+        headers["content-type"] = content_type
+    try:
+        d = feedparser.parse(body, response_headers=headers)
+    except Exception as e:  # feedparser is documented not to raise, but be sure
+        raise ParseError(f"feed could not be parsed: {type(e).__name__}: {e}") from e
+    warning = None
+    exc = d.get("bozo_exception") if d.get("bozo") else None
+    if exc is not None and not isinstance(exc, _BENIGN):
+        warning = f"partly readable: {type(exc).__name__}: {exc}"[:500]
+    if not d.get("version") and not d.entries:
+        if b"<html" in body[:4096].lower():
+            raise _not_a_feed(body, url)
+        raise ParseError(f"not a feed ({warning or 'no RSS, Atom or JSON Feed found'})")
+    if warning and not d.entries and not d.feed.get("title"):
+        raise ParseError(f"feed could not be read: {warning}")
+    f = d.feed
+    entries = tuple(_entry_from_feedparser(e) for e in d.entries)
+    ttl = None
+    try:
+        ttl = int(f.get("ttl")) if f.get("ttl") else None
+    except (TypeError, ValueError):
+        ttl = None
+    return ParsedFeed(
+        format=d.get("version") or "unknown",
+        title=f.get("title") or None,
+        link=f.get("link") or None,
+        entries=entries,
+        warning=warning,
+        ttl_minutes=ttl,
+    )
+
+
+def _struct_to_dt(t) -> datetime | None:
+    if not t:
+        return None
+    try:
+        return datetime.fromtimestamp(calendar.timegm(t), UTC)
+    except (OverflowError, ValueError, OSError, TypeError):
+        return None
+
+
+def _entry_from_feedparser(e) -> RawEntry:
+    content = None
+    if e.get("content"):
+        content = e.content[0].get("value")
+    summary = e.get("summary")
+    if summary and content and summary == content:
+        content = None
+    link = e.get("link")
+    if not link:
+        for lk in e.get("links", ()):
+            if lk.get("href") and lk.get("rel", "alternate") == "alternate":
+                link = lk["href"]
+                break
+    return RawEntry(
+        guid=e.get("id") or None,
+        link=link or None,
+        title=e.get("title") or None,
+        summary_html=summary or None,
+        content_html=content or None,
+        author=e.get("author") or None,
+        # dict.get: bypass feedparser's deprecated updated->published key fallback
+        published=_struct_to_dt(dict.get(e, "published_parsed")),
+        updated=_struct_to_dt(dict.get(e, "updated_parsed")),
+    )
+
+
+def _not_a_feed(body: bytes, url: str) -> NotAFeedError:
+    alternates = discover_feed_links(body, url)
+    if alternates:
+        return NotAFeedError(
+            f"this is an HTML page, not a feed; it links the feed {alternates[0]}", alternates
+        )
+    return NotAFeedError("this is an HTML page, not a feed, and it links no feed")
+
+
+def discover_feed_links(body: bytes, url: str) -> tuple[str, ...]:
+    """Feed URLs named by <link rel="alternate" type="..."> in an HTML page, best first."""
+    try:
+        tree = LexborHTMLParser(body[:2_000_000].decode("utf-8", "replace"))
+    except Exception:
+        return ()
+    found: list[tuple[int, str]] = []
+    for node in tree.css("link[rel][href]"):
+        rels = (node.attributes.get("rel") or "").lower().split()
+        typ = (node.attributes.get("type") or "").lower().split(";")[0].strip()
+        if "alternate" in rels and typ in FEED_LINK_TYPES:
+            href = urljoin(url, (node.attributes.get("href") or "").strip())
+            if href.startswith(("http://", "https://")):
+                found.append((FEED_LINK_TYPES.index(typ), href))
+    seen: dict[str, None] = {}
+    for _, href in sorted(found, key=lambda x: x[0]):
+        seen.setdefault(href, None)
+    return tuple(seen)
+
+
+def _any_date(value) -> datetime | None:
+    """RFC 3339 / ISO 8601, else RFC 822 (as RSS uses); None when neither reads it."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            dt = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _str(v) -> str | None:
+    return v if isinstance(v, str) and v else (str(v) if isinstance(v, int | float) else None)
+
+
+def parse_json_feed(body: bytes) -> ParsedFeed:
+    """JSON Feed 1.0 / 1.1 (https://www.jsonfeed.org/version/1.1/)."""
+    try:
+        doc = json.loads(body.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ParseError(f"invalid JSON: {e}") from e
+    if isinstance(doc, dict) and isinstance(doc.get("rss"), dict):
+        return _parse_rss_in_json(doc["rss"])
+    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+        raise ParseError("JSON document is not a JSON Feed (no 'items' list)")
+    version = str(doc.get("version") or "")
+    fmt = "json11" if version.endswith("/1.1") else "json10"
+    entries = []
+    for item in doc["items"]:
+        if not isinstance(item, dict):
+            continue
+        author = None
+        authors = item.get("authors") or ([item["author"]] if item.get("author") else [])
+        if isinstance(authors, list) and authors and isinstance(authors[0], dict):
+            author = _str(authors[0].get("name"))
+        html = _str(item.get("content_html"))
+        text = _str(item.get("content_text"))
+        summary = _str(item.get("summary"))
+        entries.append(
+            RawEntry(
+                guid=_str(item.get("id")),
+                link=_str(item.get("url")) or _str(item.get("external_url")),
+                title=_str(item.get("title")),
+                summary_html=summary or html or (text and _escape(text)),
+                content_html=html if summary else None,
+                author=author,
+                published=_any_date(item.get("date_published")),
+                updated=_any_date(item.get("date_modified")),
+            )
+        )
+    return ParsedFeed(
+        format=fmt,
+        title=_str(doc.get("title")),
+        link=_str(doc.get("home_page_url")),
+        entries=tuple(entries),
+    )
+
+
+def _parse_rss_in_json(rss: dict) -> ParsedFeed:
+    """RSS 2.0 written as JSON ({"rss": {"channel": {"item": [...]}}}), as scripting.com does."""
+    channel = rss.get("channel")
+    if not isinstance(channel, dict):
+        raise ParseError("JSON document is not a feed (rss without a channel)")
+    items = channel.get("item") or []
+    if isinstance(items, dict):
+        items = [items]
+    entries = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        guid = item.get("guid")
+        if isinstance(guid, dict):
+            guid = guid.get("#value") or guid.get("value")
+        entries.append(
+            RawEntry(
+                guid=_str(guid),
+                link=_str(item.get("link")),
+                title=_str(item.get("title")),
+                summary_html=_str(item.get("description")),
+                content_html=None,
+                author=_str(item.get("author")),
+                published=_any_date(item.get("pubDate")),
+                updated=None,
+            )
+        )
+    return ParsedFeed(
+        format="rss-json",
+        title=_str(channel.get("title")),
+        link=_str(channel.get("link")),
+        entries=tuple(entries),
+    )
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

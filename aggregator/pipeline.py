@@ -1,0 +1,127 @@
+"""One round of updates. The whole flow, one way:
+
+    requests (feeds to fetch, from the store)
+      | fetch      concurrently, at most ``fetch.concurrency`` at once   (fetch.py, I/O)
+      | parse      bytes -> ParsedFeed; skipped for 304 / same body hash  (parse.py, pure)
+      | normalize  ParsedFeed -> [Entry] with canonical URLs, text, UTC  (normalize.py, pure)
+      | write      feed state + entries, one transaction per feed       (store, I/O)
+      -> RoundSummary
+
+A feed's failure is a value (its Outcome), never an exception, so one bad feed cannot stop the
+round. ``clock`` is the only source of time; the pure stages get ``now`` from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from .config import Settings
+from .errors import ParseError
+from .fetch import fetch_feed, make_client
+from .models import (
+    Entry,
+    FeedUpdateResult,
+    FetchRequest,
+    FetchResult,
+    Outcome,
+    ParsedFeed,
+    RoundSummary,
+)
+from .normalize import normalize_feed
+from .parse import parse_feed
+from .store.base import Store
+
+Clock = Callable[[], datetime]
+OnResult = Callable[[FeedUpdateResult], None]
+
+
+def prepare(fetch: FetchResult, now: datetime) -> tuple[ParsedFeed | None, list[Entry], str | None]:
+    """Pure: a fetch result -> (parsed feed, normalized entries, error message)."""
+    if fetch.outcome is not Outcome.OK or fetch.body is None:
+        return None, [], None
+    try:
+        parsed = parse_feed(fetch.body, fetch.url, fetch.content_type)
+    except ParseError as e:
+        return None, [], str(e)
+    return parsed, normalize_feed(parsed, fetch.feed_id, fetch.url, now), None
+
+
+def process_result(store: Store, fetch: FetchResult, now: datetime) -> FeedUpdateResult:
+    parsed, entries, error = prepare(fetch, now)
+    if error:
+        # A parse failure must not keep the validators: the next round has to fetch it again.
+        fetch = FetchResult(
+            feed_id=fetch.feed_id,
+            outcome=Outcome.PARSE_ERROR,
+            url=fetch.url,
+            status_code=fetch.status_code,
+            error=error,
+            elapsed=fetch.elapsed,
+        )
+    written = store.write_feed_result(fetch, parsed, entries, error, now)
+    return FeedUpdateResult(
+        feed_id=fetch.feed_id,
+        url=fetch.url,
+        outcome=fetch.outcome,
+        new_entries=written.new,
+        updated_entries=written.updated,
+        error=error or fetch.error,
+        warning=parsed.warning if parsed else None,
+    )
+
+
+async def run_round(
+    store: Store,
+    requests: Sequence[FetchRequest],
+    settings: Settings,
+    clock: Clock,
+    on_result: OnResult | None = None,
+) -> RoundSummary:
+    started = clock()
+    results: list[FeedUpdateResult] = []
+    limit = asyncio.Semaphore(settings.fetch.concurrency)
+
+    async with make_client(settings.fetch) as client:
+
+        async def one(req: FetchRequest) -> FetchResult:
+            async with limit:
+                return await fetch_feed(client, req, settings.fetch, clock())
+
+        tasks = [asyncio.create_task(one(r)) for r in requests]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                fetched = await next_done
+                res = process_result(store, fetched, clock())
+                results.append(res)
+                if on_result is not None:
+                    on_result(res)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    return RoundSummary(started_at=started, finished_at=clock(), results=tuple(results))
+
+
+def update(
+    store: Store,
+    settings: Settings,
+    clock: Clock,
+    feed_ids: Sequence[int] | None = None,
+    on_result: OnResult | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> RoundSummary:
+    """Synchronous entry point: one round over ``feed_ids`` (all feeds when None)."""
+    now = clock()
+    requests = store.fetch_requests(feed_ids)
+    due = [r for r in requests if r.retry_after is None or r.retry_after <= now]
+    if on_start is not None:
+        on_start(len(due))
+    summary = asyncio.run(run_round(store, due, settings, clock, on_result))
+    return RoundSummary(
+        started_at=summary.started_at,
+        finished_at=summary.finished_at,
+        results=summary.results,
+        skipped=len(requests) - len(due),
+    )

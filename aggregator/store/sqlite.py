@@ -1,0 +1,352 @@
+"""SQLite store: stdlib sqlite3, WAL, one writer connection per process, readers never block it.
+
+Every write is a ``BEGIN IMMEDIATE`` transaction; one feed's round result (feed state + all of
+its entries) is one transaction, so a crash never leaves half a feed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..errors import FeedExistsError, FeedNotFoundError, StoreError
+from ..models import Entry, Feed, FetchRequest, FetchResult, Outcome, ParsedFeed, StoredEntry
+from .base import StoreStats, WriteResult
+from .migrations import MIGRATIONS
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _ts(dt: datetime | None) -> int | None:
+    return None if dt is None else int(dt.timestamp())
+
+
+def _dt(ts: int | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+class SQLiteStore:
+    def __init__(self, path: Path, *, readonly: bool = False):
+        self.path = path
+        try:
+            if not readonly:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(
+                str(path),
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+            self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal" and str(path) != ":memory:":
+                raise StoreError(f"cannot put {path} in WAL mode (got {mode})")
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            self.db.execute("PRAGMA temp_store = MEMORY")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(
+                f"cannot open the store {path}: {e}; check the path and permissions"
+            ) from e
+        except OSError as e:
+            raise StoreError(f"cannot create the store {path}: {e.strerror or e}") from e
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def _write(self):
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"the store {self.path} cannot be written: {e}") from e
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+            )
+            done = {r[0] for r in db.execute("SELECT version FROM schema_migrations")}
+            newest = max(v for v, _, _ in MIGRATIONS)
+            if done and max(done) > newest:
+                raise StoreError(
+                    f"the store {self.path} was written by a newer aggregator "
+                    f"(schema {max(done)} > {newest}); upgrade aggregator"
+                )
+            for version, name, sql in MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, strftime('%s','now'))",
+                    (version, name),
+                )
+
+    def schema_version(self) -> int:
+        return self.db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+
+    # -- feeds ----------------------------------------------------------------------------------
+
+    _FEED_COLS = (
+        "id, url, title, user_title, site_url, added_at, etag, last_modified, body_hash, "
+        "last_status, last_http_status, last_error, last_fetched_at, last_ok_at, retry_after, "
+        "gone, previous_urls"
+    )
+
+    def _feed(self, row, entry_count: int = 0) -> Feed:
+        return Feed(
+            id=row[0],
+            url=row[1],
+            title=row[2],
+            user_title=row[3],
+            site_url=row[4],
+            added_at=_dt(row[5]),
+            etag=row[6],
+            last_modified=row[7],
+            body_hash=row[8],
+            last_status=row[9],
+            last_http_status=row[10],
+            last_error=row[11],
+            last_fetched_at=_dt(row[12]),
+            last_ok_at=_dt(row[13]),
+            retry_after=_dt(row[14]),
+            gone=bool(row[15]),
+            previous_urls=tuple(json.loads(row[16] or "[]")),
+            entry_count=entry_count,
+        )
+
+    def add_feed(self, url: str, title: str | None, now: datetime) -> Feed:
+        with self._write() as db:
+            row = db.execute(
+                f"SELECT {self._FEED_COLS} FROM feeds WHERE url = ?", (url,)
+            ).fetchone()
+            if row:
+                raise FeedExistsError(
+                    f"feed {url} is already subscribed (id {row[0]})", self._feed(row)
+                )
+            cur = db.execute(
+                "INSERT INTO feeds (url, user_title, added_at) VALUES (?, ?, ?)",
+                (url, title, _ts(now)),
+            )
+            feed_id = cur.lastrowid
+        return self.get_feed(feed_id)
+
+    def get_feed(self, ref: str | int) -> Feed:
+        sql = f"SELECT {self._FEED_COLS} FROM feeds WHERE "
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            row = self.db.execute(sql + "id = ?", (int(ref),)).fetchone()
+        else:
+            row = self.db.execute(sql + "url = ?", (ref,)).fetchone()
+            if row is None:  # a feed that moved is still found by its old URL
+                row = self.db.execute(
+                    sql + "EXISTS (SELECT 1 FROM json_each(previous_urls) WHERE value = ?)", (ref,)
+                ).fetchone()
+        if row is None:
+            raise FeedNotFoundError(f"no feed {ref}; see `aggregator feeds list`")
+        return self._feed(row)
+
+    def list_feeds(self) -> list[Feed]:
+        counts = dict(self.db.execute("SELECT feed_id, count(*) FROM entries GROUP BY feed_id"))
+        rows = self.db.execute(f"SELECT {self._FEED_COLS} FROM feeds ORDER BY id")
+        return [self._feed(r, counts.get(r[0], 0)) for r in rows]
+
+    def remove_feed(self, feed_id: int) -> None:
+        with self._write() as db:
+            if db.execute("DELETE FROM feeds WHERE id = ?", (feed_id,)).rowcount == 0:
+                raise FeedNotFoundError(f"no feed {feed_id}; see `aggregator feeds list`")
+
+    def set_feed_title(self, feed_id: int, title: str | None) -> None:
+        with self._write() as db:
+            db.execute("UPDATE feeds SET user_title = ? WHERE id = ?", (title, feed_id))
+
+    def fetch_requests(self, feed_ids: Sequence[int] | None = None) -> list[FetchRequest]:
+        sql = (
+            "SELECT id, url, etag, last_modified, body_hash, retry_after FROM feeds WHERE gone = 0"
+        )
+        params: list = []
+        if feed_ids is not None:
+            sql += f" AND id IN ({','.join('?' * len(feed_ids))})"
+            params = list(feed_ids)
+        return [
+            FetchRequest(*r[:5], retry_after=_dt(r[5]))
+            for r in self.db.execute(sql + " ORDER BY id", params)
+        ]
+
+    # -- one feed's result ------------------------------------------------------------------------
+
+    def write_feed_result(
+        self,
+        fetch: FetchResult,
+        parsed: ParsedFeed | None,
+        entries: Iterable[Entry],
+        error: str | None,
+        now: datetime,
+    ) -> WriteResult:
+        now_ts = _ts(now)
+        outcome = fetch.outcome
+        if error and not outcome.failed:
+            outcome = Outcome.PARSE_ERROR
+        new = updated = 0
+        with self._write() as db:
+            row = db.execute(
+                "SELECT url, previous_urls FROM feeds WHERE id = ?", (fetch.feed_id,)
+            ).fetchone()
+            if row is None:  # removed while the round ran
+                return WriteResult(0, 0)
+            sets = {
+                "last_status": outcome.value,
+                "last_http_status": fetch.status_code,
+                "last_fetched_at": now_ts,
+                "retry_after": _ts(fetch.retry_after),
+            }
+            if outcome.failed:
+                sets["last_error"] = (error or fetch.error or outcome.value)[:1000]
+                db.execute(
+                    "UPDATE feeds SET error_since = coalesce(error_since, ?) WHERE id = ?",
+                    (now_ts, fetch.feed_id),
+                )
+                if outcome is Outcome.GONE:
+                    sets["gone"] = 1
+            else:
+                sets.update(
+                    last_error=(parsed.warning if parsed else None),
+                    last_ok_at=now_ts,
+                    error_since=None,
+                    etag=fetch.etag,
+                    last_modified=fetch.last_modified,
+                    body_hash=fetch.body_hash,
+                )
+                if parsed is not None:
+                    sets["title"] = parsed.title
+                    sets["site_url"] = parsed.link
+                if fetch.permanent_url and fetch.permanent_url != row[0]:
+                    taken = db.execute(
+                        "SELECT 1 FROM feeds WHERE url = ?", (fetch.permanent_url,)
+                    ).fetchone()
+                    if not taken:
+                        prev = json.loads(row[1] or "[]")
+                        prev.append(row[0])
+                        sets["url"] = fetch.permanent_url
+                        sets["previous_urls"] = json.dumps(prev[-20:])
+            assignments = ", ".join(f"{k} = ?" for k in sets)
+            db.execute(
+                f"UPDATE feeds SET {assignments} WHERE id = ?", (*sets.values(), fetch.feed_id)
+            )
+            if not outcome.failed:
+                new, updated = self._upsert_entries(db, fetch.feed_id, list(entries), now_ts)
+        return WriteResult(new, updated)
+
+    def _upsert_entries(
+        self, db, feed_id: int, entries: list[Entry], now_ts: int
+    ) -> tuple[int, int]:
+        if not entries:
+            return 0, 0
+        existing: dict[str, tuple[int, str]] = {}
+        keys = [e.key for e in entries]
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            q = f"SELECT key, id, content_hash FROM entries WHERE feed_id = ? AND key IN ({marks})"
+            for key, eid, h in db.execute(q, (feed_id, *chunk)):
+                existing[key] = (eid, h)
+        inserts, updates = [], []
+        for e in entries:
+            row = (
+                e.guid,
+                e.url,
+                e.link,
+                e.title,
+                e.summary,
+                e.summary_html,
+                e.author,
+                _ts(e.published),
+                _ts(e.updated),
+                e.content_hash,
+            )
+            old = existing.get(e.key)
+            if old is None:
+                inserts.append((feed_id, e.key, *row, now_ts, now_ts))
+            elif old[1] != e.content_hash:
+                updates.append((*row, now_ts, old[0]))
+        if inserts:
+            db.executemany(
+                "INSERT INTO entries (feed_id, key, guid, url, link, title, summary, summary_html,"
+                " author, published, updated, content_hash, first_seen, last_changed)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                inserts,
+            )
+        if updates:
+            db.executemany(
+                "UPDATE entries SET guid = ?, url = ?, link = ?, title = ?, summary = ?,"
+                " summary_html = ?, author = ?, published = ?, updated = ?, content_hash = ?,"
+                " last_changed = ? WHERE id = ?",
+                updates,
+            )
+        return len(inserts), len(updates)
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def entries(
+        self,
+        since: datetime | None = None,
+        feed_ids: Sequence[int] | None = None,
+        limit: int = 50,
+    ) -> list[StoredEntry]:
+        where, params = [], []
+        if since is not None:
+            where.append("e.published >= ?")
+            params.append(_ts(since))
+        if feed_ids:
+            where.append(f"e.feed_id IN ({','.join('?' * len(feed_ids))})")
+            params.extend(feed_ids)
+        sql = (
+            "SELECT e.id, e.feed_id, coalesce(f.user_title, f.title, f.url), e.key, e.url, e.link,"
+            " e.title, e.summary, e.author, e.published, e.updated, e.first_seen, e.story_id"
+            " FROM entries e JOIN feeds f ON f.id = e.feed_id"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY e.published DESC, e.id DESC LIMIT ?"
+        params.append(limit)
+        return [
+            StoredEntry(
+                id=r[0],
+                feed_id=r[1],
+                feed_title=r[2],
+                key=r[3],
+                url=r[4],
+                link=r[5],
+                title=r[6],
+                summary=r[7],
+                author=r[8],
+                published=_dt(r[9]),
+                updated=_dt(r[10]),
+                first_seen=_dt(r[11]),
+                story_id=r[12],
+            )
+            for r in self.db.execute(sql, params)
+        ]
+
+    def stats(self) -> StoreStats:
+        feeds = self.db.execute("SELECT count(*) FROM feeds").fetchone()[0]
+        entries = self.db.execute("SELECT count(*) FROM entries").fetchone()[0]
+        page_size = self.db.execute("PRAGMA page_size").fetchone()[0]
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        return StoreStats(feeds=feeds, entries=entries, size_bytes=page_size * pages)

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import pytest
+from click.testing import CliRunner
+from pytest_httpserver import HTTPServer
+
+from aggregator.cli import cli
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if os.environ.get("AGGREGATOR_SHARED_DATA"):
+    SHARED_DATA = Path(os.environ["AGGREGATOR_SHARED_DATA"])
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def server():
+    """A real, threaded HTTP server on 127.0.0.1 for one test."""
+    srv = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.clear()
+        if srv.is_running():
+            srv.stop()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "store.sqlite"
+
+
+def rss(title: str, items: list[dict], link: str = "https://outlet.example/") -> str:
+    """A small RSS 2.0 document. Each item: title, link, guid, description, date (datetime)."""
+    parts = []
+    for it in items:
+        fields = []
+        if "title" in it:
+            fields.append(f"<title>{escape(it['title'])}</title>")
+        if "link" in it:
+            fields.append(f"<link>{escape(it['link'])}</link>")
+        if "guid" in it:
+            fields.append(f'<guid isPermaLink="false">{escape(it["guid"])}</guid>')
+        if "description" in it:
+            fields.append(f"<description>{escape(it['description'])}</description>")
+        if "date" in it:
+            fields.append(f"<pubDate>{format_datetime(it['date'], usegmt=True)}</pubDate>")
+        parts.append("<item>" + "".join(fields) + "</item>")
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel>'
+        f"<title>{escape(title)}</title><link>{escape(link)}</link><description>d</description>"
+        + "".join(parts)
+        + "</channel></rss>"
+    )
+
+
+def simple_items(n: int, prefix: str = "Item", start: datetime = NOW) -> list[dict]:
+    return [
+        {
+            "title": f"{prefix} {i}",
+            "link": f"https://outlet.example/{prefix.lower()}-{i}?utm_source=rss",
+            "guid": f"{prefix}-{i}",
+            "description": f"<p>Body of <b>{prefix}</b> {i}</p>",
+            "date": start - timedelta(minutes=i),
+        }
+        for i in range(n)
+    ]
+
+
+class Runner:
+    """Drives the real CLI against one temporary store."""
+
+    def __init__(self, db: Path):
+        self.db = db
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, ok: bool = True, env: dict | None = None):
+        res = self.runner.invoke(
+            cli, ["--db", str(self.db), *args], env=env, catch_exceptions=False
+        )
+        if ok and res.exit_code != 0:
+            raise AssertionError(f"exit {res.exit_code}\nstdout:{res.stdout}\nstderr:{res.stderr}")
+        return res
+
+
+@pytest.fixture
+def run_cli(db_path: Path) -> Runner:
+    return Runner(db_path)

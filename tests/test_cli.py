@@ -1,0 +1,224 @@
+"""The real CLI commands against a temporary store and a real local HTTP server."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from aggregator.cli import cli
+
+from .conftest import rss, simple_items
+
+
+def serve_feed(server, path, title, n, prefix=None):
+    server.expect_request(path).respond_with_data(
+        rss(title, simple_items(n, prefix or title)), content_type="application/rss+xml"
+    )
+    return server.url_for(path)
+
+
+def test_help_lists_every_command(run_cli):
+    out = run_cli("--help").stdout
+    for name in ("feeds", "update", "entries", "demo"):
+        assert name in out
+    sub = run_cli("feeds", "--help").stdout
+    for name in ("add", "list", "remove", "import", "export"):
+        assert name in sub
+    for command in cli.commands.values():
+        assert command.help, f"{command.name} has no help text"
+
+
+def test_add_list_update_entries(server, run_cli):
+    a = serve_feed(server, "/a.xml", "Alpha", 3)
+    b = serve_feed(server, "/b.xml", "Beta", 2)
+    out = run_cli("feeds", "add", a, "--title", "My Alpha").stdout
+    assert "added feed 1" in out and "3 entries" in out
+    run_cli("feeds", "add", b)
+    feeds = [
+        json.loads(line)
+        for line in run_cli("feeds", "list", "--format", "ndjson").stdout.splitlines()
+    ]
+    assert [(f["id"], f["title"], f["status"], f["entries"]) for f in feeds] == [
+        (1, "My Alpha", "ok", 3),
+        (2, "Beta", "ok", 2),
+    ]
+
+    res = run_cli("update")
+    assert res.stdout.strip().startswith("2 feeds in")
+    assert "0 ok, 2 not modified, 0 failed; 0 new entries" in res.stdout
+
+    entries = json.loads(run_cli("entries", "--format", "json").stdout)
+    assert len(entries) == 5
+    assert {e["feed"] for e in entries} == {"My Alpha", "Beta"}
+    urls = {e["url"] for e in entries}
+    assert "https://outlet.example/alpha-0" in urls  # tracking parameter dropped
+    only_b = json.loads(run_cli("entries", "--feed", b, "--format", "json").stdout)
+    assert {e["feed"] for e in only_b} == {"Beta"}
+    assert len(json.loads(run_cli("entries", "--limit", "2", "--format", "json").stdout)) == 2
+
+
+def test_adding_twice_says_so_and_changes_nothing(server, run_cli):
+    a = serve_feed(server, "/a.xml", "Alpha", 1)
+    run_cli("feeds", "add", a)
+    res = run_cli("feeds", "add", a.replace("http://127.0.0.1", "HTTP://127.0.0.1"), ok=False)
+    assert res.exit_code == 1
+    assert "already subscribed" in res.stderr
+    assert len(run_cli("feeds", "list", "--format", "ndjson").stdout.splitlines()) == 1
+
+
+def test_add_html_page_uses_the_feed_it_links(server, run_cli):
+    feed = serve_feed(server, "/feed.xml", "Alpha", 2)
+    server.expect_request("/").respond_with_data(
+        '<html><head><link rel="alternate" type="application/rss+xml" href="/feed.xml"></head></html>',
+        content_type="text/html",
+    )
+    res = run_cli("feeds", "add", server.url_for("/"))
+    assert feed in res.stdout
+    assert "web page" in res.stderr
+
+
+def test_add_html_page_without_feed_is_refused(server, run_cli):
+    server.expect_request("/").respond_with_data(
+        "<html><body>hi</body></html>", content_type="text/html"
+    )
+    res = run_cli("feeds", "add", server.url_for("/"), ok=False)
+    assert res.exit_code == 1
+    assert res.stderr.startswith("error: ") and "links no feed" in res.stderr
+    assert res.stderr.count("\n") == 1
+    assert run_cli("feeds", "list", "--format", "ndjson").stdout == ""
+
+
+def test_failures_are_listed_and_update_still_exits_zero(server, run_cli):
+    good = serve_feed(server, "/good.xml", "Good", 2)
+    server.expect_request("/bad.xml").respond_with_data("boom", status=500)
+    run_cli("feeds", "add", good)
+    run_cli("feeds", "add", server.url_for("/bad.xml"))
+    res = run_cli("update")
+    assert res.exit_code == 0
+    assert "1 failed" in res.stdout
+    rows = list(csv.DictReader(io.StringIO(run_cli("feeds", "list", "--format", "csv").stdout)))
+    bad = next(r for r in rows if r["url"].endswith("/bad.xml"))
+    assert bad["status"] == "http_error" and bad["last_error"].startswith("HTTP 500")
+
+
+def test_remove_by_url_and_id(server, run_cli):
+    a = serve_feed(server, "/a.xml", "Alpha", 1)
+    b = serve_feed(server, "/b.xml", "Beta", 1)
+    run_cli("feeds", "add", a)
+    run_cli("feeds", "add", b)
+    assert "removed feed 1" in run_cli("feeds", "remove", a).stdout
+    assert "removed feed 2" in run_cli("feeds", "remove", "2").stdout
+    res = run_cli("feeds", "remove", "2", ok=False)
+    assert res.exit_code == 1 and "no feed 2" in res.stderr
+
+
+def test_opml_import_and_export_round_trip(tmp_path, run_cli):
+    opml = tmp_path / "subs.opml"
+    opml.write_text(
+        '<?xml version="1.0"?><opml version="2.0"><head><title>t</title></head><body>'
+        '<outline text="Tech"><outline text="A" type="rss" xmlUrl="https://a.example/feed"/>'
+        '<outline text="B" type="rss" xmlUrl="https://b.example/rss"/></outline>'
+        '<outline text="Bad" type="rss" xmlUrl="ftp://c.example/x"/></body></opml>'
+    )
+    res = run_cli("feeds", "import", str(opml))
+    assert "imported 2 feeds; 0 already subscribed; 1 invalid" in res.stdout
+    res = run_cli("feeds", "import", str(opml))
+    assert "imported 0 feeds; 2 already subscribed" in res.stdout
+    out = run_cli("feeds", "export").stdout
+    assert out.startswith('<?xml version="1.0" encoding="UTF-8"?>')
+    assert 'version="2.0"' in out
+    reimport = tmp_path / "again.opml"
+    reimport.write_text(out)
+    import listparser
+
+    parsed = listparser.parse(out.encode())
+    assert sorted(f.url for f in parsed.feeds) == [
+        "https://a.example/feed",
+        "https://b.example/rss",
+    ]
+    assert sorted(f.title for f in parsed.feeds) == ["A", "B"]
+
+
+def test_bad_opml_file(tmp_path, run_cli):
+    bad = tmp_path / "bad.opml"
+    bad.write_text("this is not xml")
+    res = run_cli("feeds", "import", str(bad), ok=False)
+    assert res.exit_code == 1 and res.stderr.startswith("error:")
+    res = run_cli("feeds", "import", str(tmp_path / "missing.opml"), ok=False)
+    assert res.exit_code == 1 and "cannot read" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("feeds", "add", "not a url"), "is not an http(s) URL"),
+        (("feeds", "add", "file:///etc/passwd"), "is not an http(s) URL"),
+        (("entries", "--since", "yesterday"), "is not a duration"),
+        (("entries", "--feed", "99"), "no feed 99"),
+    ],
+)
+def test_user_errors_are_one_line(run_cli, args, message):
+    res = run_cli(*args, ok=False)
+    assert res.exit_code == 1
+    assert res.stderr.startswith("error: ") and message in res.stderr
+    assert res.stderr.count("\n") == 1
+
+
+def test_bad_flag_is_a_usage_error(run_cli):
+    res = run_cli("entries", "--limit", "zero", ok=False)
+    assert res.exit_code == 2
+    res = run_cli("entries", "--format", "xml", ok=False)
+    assert res.exit_code == 2
+
+
+def test_bad_config_is_one_line(tmp_path, run_cli):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[fetch]\nconcurency = 3\n")
+    res = run_cli("--config", str(cfg), "feeds", "list", ok=False)
+    assert res.exit_code == 1
+    assert "unknown key fetch.concurency" in res.stderr
+    cfg.write_text('[fetch]\nconcurrency = "many"\n')
+    res = run_cli("--config", str(cfg), "feeds", "list", ok=False)
+    assert "fetch.concurrency must be int" in res.stderr
+
+
+def test_debug_shows_the_traceback(run_cli):
+    with pytest.raises(Exception, match="is not an http"):
+        run_cli("--debug", "feeds", "add", "nope", ok=False)
+
+
+def test_db_from_environment(tmp_path, server):
+    from click.testing import CliRunner
+
+    db = tmp_path / "env.sqlite"
+    url = serve_feed(server, "/a.xml", "Alpha", 1)
+    res = CliRunner().invoke(cli, ["feeds", "add", url], env={"AGGREGATOR_DB": str(db)})
+    assert res.exit_code == 0, res.output
+    assert db.exists()
+
+
+def test_entries_table_and_csv_formats(server, run_cli):
+    run_cli("feeds", "add", serve_feed(server, "/a.xml", "Alpha", 2))
+    table = run_cli("entries", "--format", "table").stdout
+    assert "Alpha 0" in table and "published" in table
+    rows = list(csv.DictReader(io.StringIO(run_cli("entries", "--format", "csv").stdout)))
+    assert [r["title"] for r in rows] == ["Alpha 0", "Alpha 1"]
+    assert rows[0]["published"].endswith("Z")
+
+
+def test_demo_runs_as_a_real_process(tmp_path):
+    res = subprocess.run(
+        [sys.executable, "-m", "aggregator", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert res.returncode == 0, res.stderr
+    assert "5 feeds" in res.stdout and "0 failed" in res.stdout
+    assert "Rotterdam" in res.stdout

@@ -1,0 +1,81 @@
+"""Every real feed file in ../shared/data/feeds through parse + normalize: each one either yields
+entries (maybe with a warning) or raises a typed ParseError. Nothing else may escape."""
+
+from __future__ import annotations
+
+import csv
+import functools
+from collections import Counter
+
+import pytest
+
+from aggregator.errors import ParseError
+from aggregator.normalize import normalize_feed
+from aggregator.parse import parse_feed
+
+from .conftest import NOW, SHARED_DATA
+
+FEEDS = SHARED_DATA / "feeds"
+pytestmark = [
+    pytest.mark.corpus,
+    pytest.mark.skipif(
+        not (FEEDS / "INDEX.csv").exists(), reason=f"feed corpus not found at {FEEDS}"
+    ),
+]
+
+
+def corpus_files():
+    if not (FEEDS / "INDEX.csv").exists():
+        return []
+    with open(FEEDS / "INDEX.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for row in rows:
+        matches = list(FEEDS.glob(f"*/{row['file']}"))
+        if matches:
+            out.append((row, matches[0]))
+    return out
+
+
+@functools.cache
+def classify(path):
+    body = path.read_bytes()
+    try:
+        parsed = parse_feed(body, f"http://127.0.0.1/{path.name}")
+    except ParseError as e:
+        return "failed", str(e), 0
+    entries = normalize_feed(parsed, 1, f"http://127.0.0.1/{path.name}", NOW)
+    for e in entries:
+        for text in (e.title, e.summary):
+            assert "\x00" not in text
+            text.encode("utf-8")  # valid Unicode (no lone surrogates)
+    return ("partial" if parsed.warning else "ok"), parsed.warning, len(entries)
+
+
+def test_every_corpus_file_parses_or_fails_typed():
+    files = corpus_files()
+    assert len(files) >= 290, "INDEX.csv lists files that are missing"
+    counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    total_entries = 0
+    for _row, path in files:
+        kind, reason, n = classify(path)
+        counts[kind] += 1
+        total_entries += n
+        if reason:
+            reasons[reason.split(":")[0][:60]] += 1
+    print(f"\ncorpus: {len(files)} files: {dict(counts)}; {total_entries} entries")
+    for reason, n in reasons.most_common():
+        print(f"  {n:4d}  {reason}")
+    assert counts["ok"] + counts["partial"] > 0.8 * len(files)
+
+
+def test_wellformed_files_with_items_yield_entries():
+    """A file a strict XML parser accepts and that holds items must give entries."""
+    missing = []
+    for row, path in corpus_files():
+        if row["wellformed"] == "True" and row["items"].isdigit() and int(row["items"]) > 0:
+            kind, reason, n = classify(path)
+            if n == 0:
+                missing.append((path.name, kind, reason))
+    assert not missing, missing

@@ -1,0 +1,226 @@
+"""Fetching against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+import zlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from werkzeug import Response
+
+from aggregator.config import FetchSettings
+from aggregator.fetch import USER_AGENT, fetch_feed, make_client, parse_retry_after
+from aggregator.models import FetchRequest, Outcome
+
+from .conftest import rss, simple_items
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+FAST = FetchSettings(connect_timeout=2, read_timeout=1, total_timeout=3, max_body_bytes=64 * 1024)
+
+
+def fetch(url, settings=FAST, **req):
+    async def go():
+        async with make_client(settings) as client:
+            return await fetch_feed(client, FetchRequest(1, url, **req), settings, NOW)
+
+    return asyncio.run(go())
+
+
+FEED = rss("Outlet", simple_items(3))
+
+
+def test_ok_sends_user_agent_and_returns_body_and_validators(server):
+    server.expect_request("/feed", headers={"User-Agent": USER_AGENT}).respond_with_data(
+        FEED,
+        content_type="application/rss+xml",
+        headers={"ETag": '"v1"', "Last-Modified": "Tue, 24 Nov 2026 10:00:00 GMT"},
+    )
+    r = fetch(server.url_for("/feed"))
+    assert r.outcome is Outcome.OK
+    assert r.body == FEED.encode()
+    assert r.etag == '"v1"'
+    assert r.last_modified == "Tue, 24 Nov 2026 10:00:00 GMT"
+    assert r.body_hash and r.status_code == 200
+
+
+def test_etag_gives_304(server):
+    server.expect_request("/feed", headers={"If-None-Match": '"v1"'}).respond_with_data(
+        "", status=304
+    )
+    r = fetch(server.url_for("/feed"), etag='"v1"')
+    assert r.outcome is Outcome.NOT_MODIFIED
+    assert r.body is None
+
+
+def test_last_modified_gives_304(server):
+    lm = "Tue, 24 Nov 2026 10:00:00 GMT"
+    server.expect_request("/feed", headers={"If-Modified-Since": lm}).respond_with_data(
+        "", status=304
+    )
+    r = fetch(server.url_for("/feed"), last_modified=lm)
+    assert r.outcome is Outcome.NOT_MODIFIED
+
+
+def test_same_body_hash_is_not_modified(server):
+    server.expect_request("/feed").respond_with_data(FEED)
+    first = fetch(server.url_for("/feed"))
+    second = fetch(server.url_for("/feed"), body_hash=first.body_hash)
+    assert first.outcome is Outcome.OK
+    assert second.outcome is Outcome.NOT_MODIFIED
+    assert second.body is None
+
+
+@pytest.mark.parametrize(
+    ("status", "permanent"), [(301, True), (308, True), (302, False), (307, False)]
+)
+def test_redirects(server, status, permanent):
+    server.expect_request("/old").respond_with_data("", status=status, headers={"Location": "/new"})
+    server.expect_request("/new").respond_with_data(FEED)
+    r = fetch(server.url_for("/old"))
+    assert r.outcome is Outcome.OK
+    assert r.url == server.url_for("/new")
+    assert r.permanent_url == (server.url_for("/new") if permanent else None)
+
+
+def test_permanent_then_temporary_redirect_is_not_permanent(server):
+    server.expect_request("/a").respond_with_data("", status=301, headers={"Location": "/b"})
+    server.expect_request("/b").respond_with_data("", status=302, headers={"Location": "/c"})
+    server.expect_request("/c").respond_with_data(FEED)
+    r = fetch(server.url_for("/a"))
+    assert r.outcome is Outcome.OK and r.permanent_url is None
+
+
+def test_redirect_loop_ends(server):
+    server.expect_request("/loop").respond_with_data("", status=302, headers={"Location": "/loop"})
+    r = fetch(server.url_for("/loop"))
+    assert r.outcome is Outcome.NETWORK_ERROR
+    assert "redirects" in r.error
+
+
+def test_redirect_to_non_http_scheme_is_refused(server):
+    server.expect_request("/x").respond_with_data(
+        "", status=301, headers={"Location": "file:///etc/passwd"}
+    )
+    r = fetch(server.url_for("/x"))
+    assert r.outcome is Outcome.NETWORK_ERROR
+    assert "non-HTTP" in r.error
+
+
+def test_410_is_gone(server):
+    server.expect_request("/feed").respond_with_data("gone", status=410)
+    assert fetch(server.url_for("/feed")).outcome is Outcome.GONE
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_seconds(server, status):
+    server.expect_request("/feed").respond_with_data(
+        "slow down", status=status, headers={"Retry-After": "120"}
+    )
+    r = fetch(server.url_for("/feed"))
+    assert r.outcome is Outcome.HTTP_ERROR
+    assert r.status_code == status
+    assert r.retry_after == NOW + timedelta(seconds=120)
+
+
+def test_retry_after_http_date_and_caps():
+    assert parse_retry_after("Wed, 25 Nov 2026 13:00:00 GMT", NOW) == NOW + timedelta(hours=1)
+    assert parse_retry_after("99999999", NOW) == NOW + timedelta(days=7)
+    assert parse_retry_after("Mon, 01 Jan 2001 00:00:00 GMT", NOW) == NOW
+    assert parse_retry_after("soon", NOW) is None
+    assert parse_retry_after(None, NOW) is None
+
+
+def test_500_is_http_error(server):
+    server.expect_request("/feed").respond_with_data("boom", status=500)
+    r = fetch(server.url_for("/feed"))
+    assert r.outcome is Outcome.HTTP_ERROR
+    assert r.error.startswith("HTTP 500")
+
+
+def test_slow_server_times_out(server):
+    def slow(request):
+        time.sleep(2.5)
+        return Response(FEED)
+
+    server.expect_request("/slow").respond_with_handler(slow)
+    started = time.monotonic()
+    r = fetch(server.url_for("/slow"))
+    assert r.outcome is Outcome.TIMEOUT
+    assert time.monotonic() - started < 2.4
+
+
+def test_drip_feed_hits_total_deadline(server):
+    def drip(request):
+        def gen():
+            for _ in range(100):
+                yield b"<"
+                time.sleep(0.3)
+
+        return Response(gen(), content_type="application/rss+xml")
+
+    server.expect_request("/drip").respond_with_handler(drip)
+    settings = FetchSettings(
+        connect_timeout=1, read_timeout=1, total_timeout=1.5, max_body_bytes=1 << 20
+    )
+    started = time.monotonic()
+    r = fetch(server.url_for("/drip"), settings=settings)
+    assert r.outcome is Outcome.TIMEOUT
+    assert time.monotonic() - started < 3
+
+
+def test_endless_body_stops_at_cap(server):
+    def endless(request):
+        def gen():
+            chunk = b"x" * 8192
+            while True:
+                yield chunk
+
+        return Response(gen(), content_type="application/rss+xml")
+
+    server.expect_request("/endless").respond_with_handler(endless)
+    r = fetch(server.url_for("/endless"))
+    assert r.outcome is Outcome.TOO_LARGE
+    assert r.body is None
+
+
+def test_declared_content_length_over_cap_is_refused_early(server):
+    server.expect_request("/big").respond_with_data(b"x" * (FAST.max_body_bytes + 1))
+    assert fetch(server.url_for("/big")).outcome is Outcome.TOO_LARGE
+
+
+def test_gzip_body_is_decoded(server):
+    server.expect_request("/gz").respond_with_data(
+        gzip.compress(FEED.encode()), headers={"Content-Encoding": "gzip"}
+    )
+    r = fetch(server.url_for("/gz"))
+    assert r.outcome is Outcome.OK and r.body == FEED.encode()
+
+
+def test_deflate_body_is_decoded_both_flavours(server):
+    raw = zlib.compressobj(wbits=-15)
+    raw_deflate = raw.compress(FEED.encode()) + raw.flush()
+    server.expect_request("/z").respond_with_data(
+        zlib.compress(FEED.encode()), headers={"Content-Encoding": "deflate"}
+    )
+    server.expect_request("/raw").respond_with_data(
+        raw_deflate, headers={"Content-Encoding": "deflate"}
+    )
+    assert fetch(server.url_for("/z")).body == FEED.encode()
+    assert fetch(server.url_for("/raw")).body == FEED.encode()
+
+
+def test_gzip_bomb_stops_at_decoded_cap(server):
+    bomb = gzip.compress(b"\0" * (50 * 1024 * 1024))  # 50 MiB of zeros in ~50 KB
+    assert len(bomb) < 100_000
+    server.expect_request("/bomb").respond_with_data(bomb, headers={"Content-Encoding": "gzip"})
+    r = fetch(server.url_for("/bomb"))
+    assert r.outcome is Outcome.TOO_LARGE
+
+
+def test_connection_refused_is_network_error():
+    r = fetch("http://127.0.0.1:9/feed")
+    assert r.outcome is Outcome.NETWORK_ERROR
+    assert r.error

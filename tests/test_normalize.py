@@ -1,0 +1,182 @@
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from aggregator.models import RawEntry
+from aggregator.normalize import (
+    canonical_url,
+    entry_key,
+    feed_url,
+    html_to_text,
+    normalize_entry,
+    to_utc,
+)
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("HTTP://Example.COM/a", "http://example.com/a"),
+        ("https://example.com:443/a", "https://example.com/a"),
+        ("http://example.com:80/a", "http://example.com/a"),
+        ("https://example.com:8443/a", "https://example.com:8443/a"),
+        ("https://example.com/a#section", "https://example.com/a"),
+        ("https://example.com/a?b=2&a=1", "https://example.com/a?a=1&b=2"),
+        ("https://example.com/a?utm_source=rss&utm_medium=feed&id=7", "https://example.com/a?id=7"),
+        ("https://example.com/a?fbclid=x&gclid=y&mc_cid=1&mc_eid=2", "https://example.com/a"),
+        ("https://example.com/a?UTM_Campaign=x&p=1", "https://example.com/a?p=1"),
+        ("https://example.com", "https://example.com/"),
+        ("https://example.com/a%7eb", "https://example.com/a~b"),
+        ("https://example.com/a b", "https://example.com/a%20b"),
+        ("  https://example.com/x  ", "https://example.com/x"),
+        ("https://EXAMPLE.com./x", "https://example.com/x"),
+        ("ftp://example.com/a", None),
+        ("mailto:someone@example.com", None),
+        ("javascript:alert(1)", None),
+        ("", None),
+        (None, None),
+        ("https://example.com:99999/x", None),
+    ],
+)
+def test_canonical_url(url, expected):
+    assert canonical_url(url) == expected
+
+
+def test_canonical_url_resolves_relative_links():
+    assert (
+        canonical_url("/news/1?utm_source=x", "https://site.example/feed")
+        == "https://site.example/news/1"
+    )
+    assert (
+        canonical_url("item.html", "https://site.example/a/feed.xml")
+        == "https://site.example/a/item.html"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("HTTPS://Example.com:443/feed.xml#x", "https://example.com/feed.xml"),
+        ("http://example.com", "http://example.com/"),
+        ("http://example.com/feed?b=1&a=2", "http://example.com/feed?b=1&a=2"),
+    ],
+)
+def test_feed_url(url, expected):
+    assert feed_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "example.com/feed", "ftp://x/y", "http://", ""]
+)
+def test_feed_url_rejects(url):
+    with pytest.raises(ValueError):
+        feed_url(url)
+
+
+@pytest.mark.parametrize(
+    ("guid", "url", "title", "content", "prefix"),
+    [
+        ("abc", "https://x/1", "t", "c", "g:abc"),
+        ("  abc  ", None, None, None, "g:abc"),
+        (None, "https://x/1", "t", "c", "u:https://x/1"),
+        ("", "https://x/1", "t", "c", "u:https://x/1"),
+        ("   ", "https://x/1", "t", "c", "u:https://x/1"),
+        (None, None, "t", "c", "h:"),
+    ],
+)
+def test_entry_key(guid, url, title, content, prefix):
+    assert entry_key(guid, url, title, content).startswith(prefix)
+
+
+def test_entry_key_hash_depends_on_title_and_content():
+    a = entry_key(None, None, "title", "content")
+    assert a == entry_key(None, None, "title", "content")
+    assert a != entry_key(None, None, "title", "other content")
+    assert a != entry_key(None, None, "other title", "content")
+
+
+@pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        ("plain   text\n here", "plain text here"),
+        ("<p>Hello &amp; <b>wor</b>ld</p><p>Next</p>", "Hello & world Next"),
+        ("<script>alert(1)</script>Visible<style>p{color:red}</style>", "Visible"),
+        ("a<br>b<br/>c", "a b c"),
+        ("&lt;b&gt;not a tag&lt;/b&gt;", "<b>not a tag</b>"),
+        ("caf&eacute; &#8212; &#x2019;", "café — ’"),
+        ("ctrl\x00\x07chars\x1b", "ctrlchars"),
+        ("", ""),
+        (None, ""),
+        ("<ul><li>one</li><li>two</li></ul>", "one two"),
+    ],
+)
+def test_html_to_text(html, text):
+    assert html_to_text(html) == text
+
+
+def test_to_utc():
+    assert to_utc(None) is None
+    naive = datetime(2026, 1, 1, 10, 0)
+    assert to_utc(naive) == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    plus2 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert to_utc(plus2) == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+    assert to_utc(plus2).tzinfo is UTC
+
+
+def _raw(**kw):
+    base = dict(
+        guid=None,
+        link=None,
+        title=None,
+        summary_html=None,
+        content_html=None,
+        author=None,
+        published=None,
+        updated=None,
+    )
+    base.update(kw)
+    return RawEntry(**base)
+
+
+def test_entry_without_date_gets_first_seen_time():
+    e = normalize_entry(_raw(title="x"), 1, None, NOW)
+    assert e.published == NOW
+
+
+def test_entry_with_far_future_date_is_clamped():
+    e = normalize_entry(_raw(title="x", published=NOW + timedelta(days=400)), 1, None, NOW)
+    assert e.published == NOW
+
+
+def test_entry_html_title_and_summary_become_text_and_html_is_kept():
+    e = normalize_entry(
+        _raw(
+            title="<b>Big</b> &amp; bold",
+            summary_html="<p>Sum <i>mary</i></p>",
+            link="https://x.example/a?utm_source=feed",
+            guid="1",
+        ),
+        1,
+        None,
+        NOW,
+    )
+    assert e.title == "Big & bold"
+    assert e.summary == "Sum mary"
+    assert e.summary_html == "<p>Sum <i>mary</i></p>"
+    assert e.url == "https://x.example/a"
+    assert e.link == "https://x.example/a?utm_source=feed"
+
+
+def test_changed_text_changes_content_hash_not_key():
+    a = normalize_entry(_raw(guid="1", title="Old"), 1, None, NOW)
+    b = normalize_entry(_raw(guid="1", title="New"), 1, None, NOW)
+    assert a.key == b.key
+    assert a.content_hash != b.content_hash
+
+
+def test_title_falls_back_to_summary():
+    e = normalize_entry(_raw(summary_html="<p>" + "word " * 60 + "</p>"), 1, None, NOW)
+    assert e.title.startswith("word word")
+    assert len(e.title) <= 120

@@ -1,0 +1,222 @@
+"""The SQLite store on real files."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from aggregator.errors import FeedExistsError, FeedNotFoundError, StoreError
+from aggregator.models import Entry, FetchResult, Outcome, ParsedFeed
+from aggregator.store import SQLiteStore, open_store
+from aggregator.store.migrations import MIGRATIONS
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def entry(feed_id: int, i: int, title: str | None = None) -> Entry:
+    return Entry(
+        feed_id=feed_id,
+        key=f"g:{i}",
+        guid=str(i),
+        url=f"https://x.example/{i}",
+        link=f"https://x.example/{i}",
+        title=title or f"Title {i}",
+        summary="s",
+        summary_html="<p>s</p>",
+        author=None,
+        published=NOW - timedelta(minutes=i),
+        updated=None,
+        content_hash=f"h-{title or i}",
+    )
+
+
+def ok(feed_id: int, url: str = "https://x.example/feed", **kw) -> FetchResult:
+    return FetchResult(feed_id=feed_id, outcome=Outcome.OK, url=url, status_code=200, **kw)
+
+
+PARSED = ParsedFeed(format="rss20", title="X", link="https://x.example/", entries=())
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteStore(tmp_path / "s.sqlite")
+    yield s
+    s.close()
+
+
+def test_wal_foreign_keys_and_migrations_recorded(store):
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert store.schema_version() == max(v for v, _, _ in MIGRATIONS)
+
+
+def test_reopening_applies_nothing_twice(tmp_path):
+    SQLiteStore(tmp_path / "s.sqlite").close()
+    s = SQLiteStore(tmp_path / "s.sqlite")
+    rows = s.db.execute("SELECT version FROM schema_migrations").fetchall()
+    assert len(rows) == len(MIGRATIONS)
+    s.close()
+
+
+def test_newer_store_is_refused(tmp_path):
+    s = SQLiteStore(tmp_path / "s.sqlite")
+    s.db.execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
+    s.close()
+    with pytest.raises(StoreError, match="newer aggregator"):
+        SQLiteStore(tmp_path / "s.sqlite")
+
+
+def test_unwritable_path_is_a_store_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError):
+        open_store(blocker / "sub" / "s.sqlite")
+
+
+def test_not_a_database_is_a_store_error(tmp_path):
+    p = tmp_path / "junk.sqlite"
+    p.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open"):
+        open_store(p)
+
+
+def test_add_get_remove_feed(store):
+    f = store.add_feed("https://x.example/feed", "Mine", NOW)
+    assert store.get_feed(f.id).url == "https://x.example/feed"
+    assert store.get_feed("https://x.example/feed").user_title == "Mine"
+    with pytest.raises(FeedExistsError):
+        store.add_feed("https://x.example/feed", None, NOW)
+    store.remove_feed(f.id)
+    with pytest.raises(FeedNotFoundError):
+        store.get_feed(f.id)
+
+
+def test_entries_inserted_then_updated_not_duplicated(store):
+    f = store.add_feed("https://x.example/feed", None, NOW)
+    w = store.write_feed_result(ok(f.id), PARSED, [entry(f.id, 1), entry(f.id, 2)], None, NOW)
+    assert (w.new, w.updated) == (2, 0)
+    w = store.write_feed_result(ok(f.id), PARSED, [entry(f.id, 1), entry(f.id, 2)], None, NOW)
+    assert (w.new, w.updated) == (0, 0)
+    w = store.write_feed_result(
+        ok(f.id), PARSED, [entry(f.id, 1, "Changed"), entry(f.id, 3)], None, NOW
+    )
+    assert (w.new, w.updated) == (1, 1)
+    rows = store.entries(limit=10)
+    assert len(rows) == 3
+    assert {r.title for r in rows} == {"Changed", "Title 2", "Title 3"}
+
+
+def test_feed_removal_cascades_to_entries(store):
+    f = store.add_feed("https://x.example/feed", None, NOW)
+    store.write_feed_result(ok(f.id), PARSED, [entry(f.id, 1)], None, NOW)
+    store.remove_feed(f.id)
+    assert store.db.execute("SELECT count(*) FROM entries").fetchone()[0] == 0
+
+
+def test_failed_write_leaves_nothing_of_that_feed(store):
+    """One feed's write is one transaction: an error midway rolls all of it back."""
+    f = store.add_feed("https://x.example/feed", None, NOW)
+
+    def entries():
+        yield entry(f.id, 1)
+        yield entry(f.id, 2)
+        raise RuntimeError("crash in the middle of a feed")
+
+    with pytest.raises(RuntimeError):
+        store.write_feed_result(ok(f.id, etag='"new"'), PARSED, entries(), None, NOW)
+    assert store.entries() == []
+    assert store.get_feed(f.id).etag is None
+    assert store.get_feed(f.id).last_status is None
+
+
+def test_feed_state_is_recorded(store):
+    f = store.add_feed("https://x.example/feed", None, NOW)
+    store.write_feed_result(
+        ok(f.id, etag='"1"', last_modified="lm", body_hash="h"), PARSED, [], None, NOW
+    )
+    got = store.get_feed(f.id)
+    assert (got.etag, got.last_modified, got.body_hash, got.last_status, got.title) == (
+        '"1"',
+        "lm",
+        "h",
+        "ok",
+        "X",
+    )
+    fail = FetchResult(feed_id=f.id, outcome=Outcome.TIMEOUT, url=f.url, error="timed out")
+    store.write_feed_result(fail, None, [], None, NOW + timedelta(hours=1))
+    got = store.get_feed(f.id)
+    assert got.last_status == "timeout" and got.last_error == "timed out"
+    assert got.etag == '"1"'  # validators survive a failure
+    assert got.last_ok_at == NOW
+
+
+def test_permanent_redirect_moves_url_and_remembers_old(store):
+    f = store.add_feed("https://x.example/old", None, NOW)
+    store.write_feed_result(
+        ok(f.id, url="https://x.example/new", permanent_url="https://x.example/new"),
+        PARSED,
+        [],
+        None,
+        NOW,
+    )
+    got = store.get_feed(f.id)
+    assert got.url == "https://x.example/new"
+    assert got.previous_urls == ("https://x.example/old",)
+    assert store.get_feed("https://x.example/old").id == f.id
+
+
+def test_permanent_redirect_onto_another_feed_keeps_url(store):
+    a = store.add_feed("https://x.example/a", None, NOW)
+    store.add_feed("https://x.example/b", None, NOW)
+    store.write_feed_result(
+        ok(a.id, url="https://x.example/b", permanent_url="https://x.example/b"),
+        PARSED,
+        [],
+        None,
+        NOW,
+    )
+    assert store.get_feed(a.id).url == "https://x.example/a"
+
+
+def test_gone_feed_is_not_requested_again(store):
+    f = store.add_feed("https://x.example/feed", None, NOW)
+    gone = FetchResult(feed_id=f.id, outcome=Outcome.GONE, url=f.url, status_code=410, error="gone")
+    store.write_feed_result(gone, None, [], None, NOW)
+    assert store.get_feed(f.id).gone
+    assert store.fetch_requests() == []
+
+
+def test_entries_query_filters(store):
+    a = store.add_feed("https://x.example/a", None, NOW)
+    b = store.add_feed("https://x.example/b", None, NOW)
+    store.write_feed_result(ok(a.id), PARSED, [entry(a.id, i) for i in range(5)], None, NOW)
+    store.write_feed_result(
+        ok(b.id, url="https://x.example/b"),
+        PARSED,
+        [replace(entry(b.id, i), key=f"g:b{i}") for i in range(5)],
+        None,
+        NOW,
+    )
+    assert len(store.entries(limit=100)) == 10
+    assert len(store.entries(limit=3)) == 3
+    assert {e.feed_id for e in store.entries(feed_ids=[b.id])} == {b.id}
+    recent = store.entries(since=NOW - timedelta(minutes=2, seconds=30))
+    assert len(recent) == 6  # minutes 0, 1, 2 from each feed
+    assert [e.published for e in recent] == sorted((e.published for e in recent), reverse=True)
+
+
+def test_reader_sees_committed_data_while_writer_holds_transaction(tmp_path):
+    path = tmp_path / "s.sqlite"
+    writer = SQLiteStore(path)
+    f = writer.add_feed("https://x.example/feed", None, NOW)
+    writer.write_feed_result(ok(f.id), PARSED, [entry(f.id, 1)], None, NOW)
+    writer.db.execute("BEGIN IMMEDIATE")
+    writer.db.execute("DELETE FROM entries")
+    reader = sqlite3.connect(path, timeout=0.1)
+    assert reader.execute("SELECT count(*) FROM entries").fetchone()[0] == 1
+    writer.db.execute("ROLLBACK")
+    reader.close()
+    writer.close()
