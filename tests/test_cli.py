@@ -222,3 +222,14 @@ def test_demo_runs_as_a_real_process(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "5 feeds" in res.stdout and "0 failed" in res.stdout
     assert "Rotterdam" in res.stdout
+
+
+def test_update_with_progress_bar_and_one_feed(server, run_cli):
+    a = serve_feed(server, "/a.xml", "Alpha", 2)
+    b = serve_feed(server, "/b.xml", "Beta", 2)
+    run_cli("feeds", "add", "--no-check", a)
+    run_cli("feeds", "add", "--no-check", b)
+    res = run_cli("update", "--progress", "--feed", a)
+    assert res.stdout.startswith("1 feeds in") and "2 new entries" in res.stdout
+    res = run_cli("update", "--no-progress")
+    assert "2 feeds in" in res.stdout and "2 new entries" in res.stdout

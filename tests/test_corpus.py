@@ -17,6 +17,7 @@ from .conftest import NOW, SHARED_DATA
 
 FEEDS = SHARED_DATA / "feeds"
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.corpus,
     pytest.mark.skipif(
         not (FEEDS / "INDEX.csv").exists(), reason=f"feed corpus not found at {FEEDS}"

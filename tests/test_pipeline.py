@@ -1,0 +1,176 @@
+"""Whole rounds through the library API against a real local server and a real SQLite file."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+from werkzeug import Request, Response
+
+from aggregator.api import Aggregator
+from aggregator.config import FetchSettings, Settings
+from aggregator.models import Outcome
+
+from .conftest import rss, simple_items
+
+FAST = Settings(
+    fetch=FetchSettings(connect_timeout=2, read_timeout=1, total_timeout=2, concurrency=8)
+)
+
+
+class Clock:
+    def __init__(self, start=datetime(2026, 11, 25, 12, 0, tzinfo=UTC)):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+
+def open_agg(tmp_path, clock=None, settings=FAST):
+    return Aggregator.open(db=tmp_path / "s.sqlite", settings=settings, clock=clock or Clock())
+
+
+def hits(server, path):
+    return sum(1 for req, _ in server.log if req.path == path)
+
+
+def test_one_bad_feed_never_stops_the_others(server, tmp_path):
+    for i in range(20):
+        server.expect_request(f"/ok{i}").respond_with_data(rss(f"F{i}", simple_items(3, f"F{i}")))
+    server.expect_request("/hang").respond_with_handler(lambda r: (time.sleep(3), Response("x"))[1])
+    server.expect_request("/500").respond_with_data("no", status=500)
+    server.expect_request("/html").respond_with_data(
+        "<html><body>hi</body></html>", content_type="text/html"
+    )
+    server.expect_request("/junk").respond_with_data(b"\x00\xff garbage")
+    with open_agg(tmp_path) as agg:
+        for path in [f"/ok{i}" for i in range(20)] + ["/hang", "/500", "/html", "/junk"]:
+            agg.add_feed(server.url_for(path), check=False)
+        started = time.monotonic()
+        summary = agg.update()
+        assert time.monotonic() - started < 5
+        assert summary.ok == 20
+        assert summary.new_entries == 60
+        by_url = {r.url.rsplit("/", 1)[1]: r for r in summary.results}
+        assert by_url["hang"].outcome is Outcome.TIMEOUT
+        assert by_url["500"].outcome is Outcome.HTTP_ERROR
+        assert by_url["html"].outcome is Outcome.PARSE_ERROR and "HTML page" in by_url["html"].error
+        assert by_url["junk"].outcome is Outcome.PARSE_ERROR
+        assert len(agg.entries(limit=1000)) == 60
+
+
+def test_conditional_get_on_the_next_round(server, tmp_path):
+    body = rss("A", simple_items(2))
+
+    def handler(request: Request):
+        if request.headers.get("If-None-Match") == '"v1"':
+            return Response(status=304)
+        return Response(body, headers={"ETag": '"v1"'}, content_type="application/rss+xml")
+
+    server.expect_request("/a").respond_with_handler(handler)
+    with open_agg(tmp_path) as agg:
+        agg.add_feed(server.url_for("/a"), check=False)
+        first = agg.update()
+        second = agg.update()
+    assert first.results[0].outcome is Outcome.OK and first.new_entries == 2
+    assert second.results[0].outcome is Outcome.NOT_MODIFIED
+    assert server.log[-1][0].headers.get("If-None-Match") == '"v1"'
+
+
+def test_changed_entry_is_updated_not_duplicated(server, tmp_path):
+    items = simple_items(2)
+    state = {"body": rss("A", items)}
+    server.expect_request("/a").respond_with_handler(lambda r: Response(state["body"]))
+    with open_agg(tmp_path) as agg:
+        agg.add_feed(server.url_for("/a"), check=False)
+        agg.update()
+        items[0] = {**items[0], "title": "Corrected headline"}
+        state["body"] = rss("A", items)
+        s = agg.update()
+        assert (s.new_entries, s.updated_entries) == (0, 1)
+        titles = sorted(e.title for e in agg.entries())
+    assert titles == ["Corrected headline", "Item 1"]
+
+
+def test_permanent_redirect_updates_the_feed_url(server, tmp_path):
+    server.expect_request("/old").respond_with_data("", status=301, headers={"Location": "/new"})
+    server.expect_request("/new").respond_with_data(rss("A", simple_items(1)))
+    with open_agg(tmp_path) as agg:
+        feed = agg.add_feed(server.url_for("/old"), check=False).feed
+        agg.update()
+        moved = agg.feed(feed.id)
+        assert moved.url == server.url_for("/new")
+        assert moved.previous_urls == (server.url_for("/old"),)
+        agg.update()
+    assert hits(server, "/old") == 1 and hits(server, "/new") == 2
+
+
+def test_temporary_redirect_keeps_the_feed_url(server, tmp_path):
+    server.expect_request("/old").respond_with_data("", status=302, headers={"Location": "/new"})
+    server.expect_request("/new").respond_with_data(rss("A", simple_items(1)))
+    with open_agg(tmp_path) as agg:
+        feed = agg.add_feed(server.url_for("/old"), check=False).feed
+        agg.update()
+        assert agg.feed(feed.id).url == server.url_for("/old")
+
+
+def test_gone_feed_is_not_polled_again(server, tmp_path):
+    server.expect_request("/gone").respond_with_data("bye", status=410)
+    with open_agg(tmp_path) as agg:
+        feed = agg.add_feed(server.url_for("/gone"), check=False).feed
+        assert agg.update().results[0].outcome is Outcome.GONE
+        assert agg.update().results == ()
+        assert agg.feed(feed.id).gone
+    assert hits(server, "/gone") == 1
+
+
+def test_retry_after_is_honoured_across_rounds(server, tmp_path):
+    server.expect_request("/busy").respond_with_data(
+        "later", status=429, headers={"Retry-After": "600"}
+    )
+    clock = Clock()
+    with open_agg(tmp_path, clock) as agg:
+        agg.add_feed(server.url_for("/busy"), check=False)
+        agg.update()
+        clock.now += timedelta(minutes=5)
+        skipped = agg.update()
+        assert skipped.results == () and skipped.skipped == 1
+        assert "skipped (Retry-After)" in skipped.line()
+        clock.now += timedelta(minutes=6)
+        assert len(agg.update().results) == 1
+    assert hits(server, "/busy") == 2
+
+
+def test_parse_error_does_not_keep_validators(server, tmp_path):
+    server.expect_request("/a").respond_with_data(
+        "<html><body>oops</body></html>", headers={"ETag": '"x"'}
+    )
+    with open_agg(tmp_path) as agg:
+        feed = agg.add_feed(server.url_for("/a"), check=False).feed
+        agg.update()
+        got = agg.feed(feed.id)
+    assert got.last_status == "parse_error" and got.etag is None
+
+
+def test_partial_feed_stores_good_entries_and_records_warning(server, tmp_path):
+    full = rss("A", simple_items(4))
+    server.expect_request("/a").respond_with_data(
+        full[: full.rindex("<item>")] + "<item><title>cut"
+    )
+    with open_agg(tmp_path) as agg:
+        feed = agg.add_feed(server.url_for("/a"), check=False).feed
+        s = agg.update()
+        got = agg.feed(feed.id)
+    assert s.new_entries >= 3
+    assert got.last_status == "ok" and "partly readable" in got.last_error
+
+
+def test_same_canonical_link_in_one_feed_without_guid_is_one_entry(server, tmp_path):
+    items = [
+        {"title": "A", "link": "https://x.example/a?utm_source=1"},
+        {"title": "A again", "link": "https://x.example/a?utm_source=2"},
+    ]
+    server.expect_request("/a").respond_with_data(rss("A", items))
+    with open_agg(tmp_path) as agg:
+        agg.add_feed(server.url_for("/a"), check=False)
+        assert agg.update().new_entries == 1
