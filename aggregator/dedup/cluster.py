@@ -1,0 +1,483 @@
+"""Incremental story clustering. Pure and deterministic: state lives in memory, time comes from
+the entries themselves, and the same sequence of entries always gives the same stories.
+
+    clusterer = Clusterer(settings)
+    a = clusterer.add(Item(entry_id, source, url, title, summary, published))
+    a.story_id, a.score, a.reason
+    clusterer.resolve(a.story_id)        # where that story lives now, after merges
+
+How an entry finds its story:
+
+1. Exact layer: an entry whose canonical URL is already in an active story joins it
+   ("same-url").
+2. Candidates, sublinearly: an inverted index from tokens to the stories that contain them.
+   Only stories active within ``window_hours`` of the entry's time are kept in memory (older
+   ones are evicted), and tokens found in more than ``max_token_share`` of them are not looked
+   up. Scoring is term-at-a-time over those postings, so the cost depends on the entry's
+   informative tokens, not on how many entries the store holds.
+3. The entry is scored against the story itself, never against one member (no chaining).
+   Each story keeps a token profile: in what share of its members each token occurs.
+   - ``coverage``: the share of the entry's informative weight found in the story's profile.
+   - ``core``: the share of the story's core (tokens in at least ``core_share`` of its
+     members) that the entry contains.
+   - score = sqrt(coverage * core). Tokens weigh by inverse *story* frequency: a token spread
+     over many stories ("says", "new", "report") says little; one concentrated in a few stories
+     ("Titanfall", "Antofagasta") says much. Tokens never seen before weigh ``unseen_weight``.
+4. Other signals lower the score: the entry and the story name only different years, or only
+   different decimal figures (a 2017 vs a 2018 strike, a 6.8 vs a 5.1 quake), and distance in
+   time beyond ``time_grace_hours`` (halving every ``time_half_life_hours``).
+5. The entry joins the best story scoring at least ``threshold``; else it starts a story.
+6. Fragments consolidate: when a story reaches 2, 4, 8, 16 ... members its whole profile is
+   scored against the other active stories, both ways, and the two merge at
+   ``merge_threshold``. This is a profile-to-profile decision, so one stray member cannot drag
+   two stories together. Pairs of stories the user split apart are never merged again.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from rapidfuzz import fuzz
+
+from .text import Features, features
+
+
+IDF_EPOCH = 1024  # adds between refreshes of the memoized token weights
+NEAR_DUPLICATE_MIN_COVERAGE = 0.3  # titles this far apart are not compared character-wise
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    # An entry joins the best story scoring at least this (0..1).
+    threshold: float = 0.22
+    # Two stories whose profiles match at least this well (both ways) merge.
+    merge_threshold: float = 0.3
+    # Stories idle longer than this (hours of entry time) are no longer candidates.
+    window_hours: float = 72.0
+    # A token is part of a story's core when at least this share of its members have it.
+    core_share: float = 0.25
+    # A token found in this share of a story's members (times 1/kappa) counts fully.
+    kappa: float = 3.0
+    # Weight of a token no entry had before, relative to a seen one.
+    unseen_weight: float = 0.3
+    # Weight of summary tokens relative to title tokens, and how many summary tokens are used.
+    summary_weight: float = 0.5
+    summary_tokens: int = 60
+    # Score multiplier when entry and story name only different years / decimal figures.
+    conflict_penalty: float = 0.5
+    # Hours of distance from a story that cost nothing, and the half-life of the score beyond.
+    time_grace_hours: float = 6.0
+    time_half_life_hours: float = 6.0
+    # Tokens in more than this share of the active stories (and more than min_postings of
+    # them) are too common to look up.
+    max_token_share: float = 0.01
+    min_postings: int = 50
+    # Only this many of an entry's most informative tokens are looked up in the index.
+    lookup_tokens: int = 8
+    # Candidate stories verified per entry (best by indexed weight).
+    candidates: int = 5
+    # rapidfuzz ratio (0-100) to the representative title at or above which a candidate
+    # story is taken as a near-duplicate match even when its profile score is lower.
+    near_duplicate_ratio: float = 90.0
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    entry_id: int
+    source: str  # the outlet (feed), for distinct-source counts
+    url: str | None
+    title: str
+    summary: str
+    published: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    entry_id: int
+    story_id: int
+    score: float
+    reason: str  # "new", "same-url", "manual", "near-duplicate ...", "similar: ..."
+
+
+@dataclass(frozen=True, slots=True)
+class Why:
+    """The signals behind one score; rendered only for the story an entry joins."""
+
+    coverage: float
+    core: float
+    title_ratio: float = 0.0
+    different_years: bool = False
+    different_figures: bool = False
+    hours_apart: float = 0.0
+
+    def __str__(self) -> str:
+        parts = [f"coverage {self.coverage:.2f}", f"core {self.core:.2f}"]
+        if self.title_ratio:
+            parts.append(f"title {self.title_ratio:.0f}% alike")
+        if self.different_years:
+            parts.append("different years")
+        if self.different_figures:
+            parts.append("different figures")
+        if self.hours_apart >= 1:
+            parts.append(f"{self.hours_apart:.0f}h apart")
+        return "similar: " + ", ".join(parts)
+
+
+@dataclass(slots=True, eq=False)
+class StoryState:
+    id: int
+    first: float  # epoch seconds
+    last: float
+    n: int = 0
+    tokens: dict[str, float] = field(default_factory=dict)
+    years: dict[str, int] = field(default_factory=dict)
+    decimals: dict[str, int] = field(default_factory=dict)
+    sources: set[str] = field(default_factory=set)
+    title_key: str = ""
+    urls: list[str] = field(default_factory=list)
+    core: list[tuple[str, float]] | None = None  # cached (token, share), refreshed as n grows
+    core_n: int = 0
+    core_weights: tuple[int, list[tuple[str, float]], float] | None = None  # (epoch, (tok, w), sum)
+
+
+class Clusterer:
+    def __init__(self, settings: ClusterSettings | None = None, first_story_id: int = 1):
+        self.s = settings or ClusterSettings()
+        self.stories: dict[int, StoryState] = {}
+        self.postings: dict[str, list[StoryState]] = defaultdict(list)
+        self.df: dict[str, int] = defaultdict(int)  # entries (in the window) with the token
+        self.sf: dict[str, int] = defaultdict(int)  # active stories with the token
+        self.url_story: dict[str, int] = {}
+        self.merged_into: dict[int, int] = {}  # absorbed story -> surviving story
+        self.blocked: set[frozenset[int]] = set()  # story pairs never to merge (user splits)
+        self.next_id = first_story_id
+        self._window = self.s.window_hours * 3600.0
+        self._adds = 0
+        self._horizon = -math.inf  # latest entry time seen, for eviction
+        self._idf: dict[str, float] = {}
+        self._n_log = 2.0
+        self._epoch = 0
+        self._lift = self.s.near_duplicate_ratio / 100.0
+
+    # -- the API ----------------------------------------------------------------------------------
+
+    def add(self, item: Item, story_id: int | None = None) -> Assignment:
+        """Cluster one entry. ``story_id`` forces its story (manual corrections, reloading)."""
+        f = features(item.title, item.summary, self.s.summary_tokens, self.s.summary_weight)
+        t = item.published.timestamp()
+        self._tick(t)
+        if story_id is not None:
+            self._join(self._story(self.resolve(story_id), t), item, f, t)
+            return Assignment(item.entry_id, story_id, 1.0, "manual")
+        if item.url and item.url in self.url_story:
+            sid = self.resolve(self.url_story[item.url])
+            if sid in self.stories:
+                self._join(self.stories[sid], item, f, t)
+                return Assignment(item.entry_id, sid, 1.0, "same-url")
+        best, score, why = self._best_story(f, t)
+        if best is not None and score >= self.s.threshold:
+            self._join(best, item, f, t)
+            sid = self._after_growth(best, t)
+            return Assignment(item.entry_id, sid, score, str(why))
+        st = self._story(None, t)
+        self._join(st, item, f, t)
+        return Assignment(item.entry_id, st.id, 1.0, "new")
+
+    def resolve(self, story_id: int) -> int:
+        """The story a (possibly merged-away) story id now lives in."""
+        seen = story_id
+        while seen in self.merged_into:
+            seen = self.merged_into[seen]
+        return seen
+
+    def block(self, a: int, b: int) -> None:
+        """Never merge stories ``a`` and ``b`` (the user split them apart)."""
+        self.blocked.add(frozenset((a, b)))
+
+    def pair_score(self, a: Item, b: Item) -> tuple[float, Why]:
+        """How ``b`` scores against a story made of ``a`` alone, with the current statistics.
+        Nothing is stored; ``explain`` uses it."""
+        fa = features(a.title, a.summary, self.s.summary_tokens, self.s.summary_weight)
+        fb = features(b.title, b.summary, self.s.summary_tokens, self.s.summary_weight)
+        ta = a.published.timestamp()
+        st = StoryState(id=0, first=ta, last=ta, n=1, tokens=dict(fa.weights),
+                        years=dict.fromkeys(fa.years, 1), decimals=dict.fromkeys(fa.decimals, 1),
+                        title_key=fa.title_key)
+        weights, total = self._weights(fb)
+        if not total:
+            return 0.0, Why(0.0, 0.0)
+        kappa = self.s.kappa
+        hit = sum(w * min(1.0, kappa * st.tokens[tok]) for tok, w in weights.items() if tok in st.tokens)
+        return self._verify(st, fb, weights, hit / total, b.published.timestamp())
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def idf(self, token: str) -> float:
+        """Inverse story frequency over the active window. Memoized for ``IDF_EPOCH`` adds:
+        one entry moves these statistics very little."""
+        v = self._idf.get(token)
+        if v is None:
+            v = self._idf[token] = math.log(self._n_log / (self.sf.get(token, 0) + 1))
+        return v
+
+    def _weights(self, f: Features) -> tuple[dict[str, float], float]:
+        weights = {}
+        total = 0.0
+        unseen = self.s.unseen_weight
+        df = self.df
+        for tok, fw in f.weights.items():
+            w = fw * self.idf(tok)
+            weights[tok] = w
+            total += w if df.get(tok) else w * unseen
+        return weights, total
+
+    def _story(self, story_id: int | None, t: float) -> StoryState:
+        if story_id is None:
+            story_id = self.next_id
+        st = self.stories.get(story_id)
+        if st is None:
+            st = StoryState(id=story_id, first=t, last=t)
+            self.stories[story_id] = st
+            self.next_id = max(self.next_id, story_id + 1)
+        return st
+
+    def _join(self, st: StoryState, item: Item, f: Features, t: float) -> None:
+        df, sf, postings, tokens = self.df, self.sf, self.postings, st.tokens
+        for tok, w in f.weights.items():
+            df[tok] += 1
+            if tok in tokens:
+                tokens[tok] += w
+            else:
+                tokens[tok] = w
+                postings[tok].append(st)
+                sf[tok] += 1
+        for y in f.years:
+            st.years[y] = st.years.get(y, 0) + 1
+        for d in f.decimals:
+            st.decimals[d] = st.decimals.get(d, 0) + 1
+        st.n += 1
+        st.first = min(st.first, t)
+        st.last = max(st.last, t)
+        st.sources.add(item.source)
+        if not st.title_key:
+            st.title_key = f.title_key
+        if item.url:
+            st.urls.append(item.url)
+            self.url_story.setdefault(item.url, st.id)
+
+    def _active(self, st: StoryState, t: float) -> bool:
+        return st.last >= t - self._window and st.first <= t + self._window
+
+    def _best_story(self, f: Features, t: float) -> tuple[StoryState | None, float, str]:
+        weights, total = self._weights(f)
+        if total <= 0:
+            return None, 0.0, ""
+        stories = self.stories
+        max_post = max(self.s.min_postings, int(self.s.max_token_share * len(stories)))
+        kappa = self.s.kappa
+        acc: dict[StoryState, float] = defaultdict(float)
+        skipped = 0.0  # weight of tokens not looked up: counted in the bound below
+        lookups = 0
+        for tok, w in sorted(weights.items(), key=lambda kv: kv[1], reverse=True):
+            plist = self.postings.get(tok)
+            if not plist:
+                continue
+            if len(plist) > max_post or lookups >= self.s.lookup_tokens:
+                skipped += w
+                continue
+            lookups += 1
+            for st in plist:
+                share = kappa * st.tokens[tok] / st.n
+                acc[st] += w if share >= 1.0 else w * share
+        if not acc:
+            return None, 0.0, ""
+        best, best_score, best_why = None, 0.0, ""
+        # score <= sqrt(coverage) (core <= 1, penalties only lower it), and coverage is at most
+        # (accumulated + skipped) / total: visit candidates by accumulated weight and stop once
+        # none can reach the threshold or beat the best so far.
+        floor = self.s.threshold**2
+        for st, a in heapq.nlargest(self.s.candidates, acc.items(), key=lambda kv: kv[1]):
+            bound = (a + skipped) / total
+            if bound < floor and bound < NEAR_DUPLICATE_MIN_COVERAGE:
+                break
+            if best is not None and math.sqrt(bound) <= best_score:
+                break
+            if not self._active(st, t):
+                continue
+            if skipped:
+                tokens, n = st.tokens, st.n
+                a = sum(w * min(1.0, kappa * tokens.get(tok, 0.0) / n) for tok, w in weights.items())
+                exact = a / total
+                # the same bound, now exact; a near-duplicate title can still lift a candidate
+                # with enough coverage up to its title ratio (>= near_duplicate_ratio / 100)
+                can_lift = exact >= NEAR_DUPLICATE_MIN_COVERAGE and best_score < self._lift
+                if math.sqrt(exact) < max(self.s.threshold, best_score) and not can_lift:
+                    continue
+            score, why = self._verify(st, f, weights, a / total, t)
+            if score > best_score:
+                best, best_score, best_why = st, score, why
+        return best, best_score, best_why
+
+    def _core(self, st: StoryState) -> list[tuple[str, float]]:
+        """Tokens in at least ``core_share`` of the story's members, with their share."""
+        if st.core is None or st.n >= st.core_n * 1.25 + 1:
+            cut = self.s.core_share * st.n
+            st.core = [(tok, min(1.0, c / st.n)) for tok, c in st.tokens.items() if c >= cut]
+            st.core_n = st.n
+            st.core_weights = None
+        return st.core
+
+    def _core_weights(self, st: StoryState) -> tuple[list[tuple[str, float]], float]:
+        """The core weighted by idf * share; memoized per idf epoch."""
+        core = self._core(st)
+        cw = st.core_weights
+        if cw is None or cw[0] != self._epoch:
+            idf = self.idf
+            pairs = [(tok, idf(tok) * share) for tok, share in core]
+            cw = st.core_weights = (self._epoch, pairs, sum(w for _, w in pairs))
+        return cw[1], cw[2]
+
+    def _verify(self, st: StoryState, f: Features, weights: dict[str, float], coverage: float, t: float):
+        s = self.s
+        pairs, core_w = self._core_weights(st)
+        core_hit = sum(w for tok, w in pairs if tok in weights)
+        core = core_hit / core_w if core_w else 0.0
+        score = math.sqrt(coverage * core)
+        ratio = 0.0
+        if score < s.threshold and coverage >= NEAR_DUPLICATE_MIN_COVERAGE and st.title_key:
+            ratio = fuzz.ratio(f.title_key, st.title_key)
+            if ratio >= s.near_duplicate_ratio:
+                score = max(score, ratio / 100.0)
+            else:
+                ratio = 0.0
+        years = bool(f.years and st.years and not (f.years & st.years.keys()))
+        if years:
+            score *= s.conflict_penalty
+        figures = bool(f.decimals and st.decimals and not (f.decimals & st.decimals.keys()))
+        if figures:
+            score *= s.conflict_penalty
+        gap_h = max(0.0, st.first - t, t - st.last) / 3600.0
+        if gap_h > s.time_grace_hours:
+            score *= 0.5 ** ((gap_h - s.time_grace_hours) / s.time_half_life_hours)
+        return score, Why(coverage, core, ratio, years, figures, gap_h)
+
+    # -- story merging ------------------------------------------------------------------------------
+
+    def _after_growth(self, st: StoryState, t: float) -> int:
+        n = st.n
+        if (n & (n - 1)) == 0:  # 2, 4, 8, 16 ...
+            other, score = self._best_merge(st, t)
+            if other is not None and score >= self.s.merge_threshold:
+                keep, gone = (other, st) if other.n >= st.n else (st, other)
+                self._merge(keep, gone)
+                return keep.id
+        return st.id
+
+    def _profile(self, st: StoryState) -> tuple[dict[str, float], float]:
+        pairs, total = self._core_weights(st)
+        return dict(pairs), total
+
+    def _best_merge(self, st: StoryState, t: float) -> tuple[StoryState | None, float]:
+        q, total = self._profile(st)
+        if not total:
+            return None, 0.0
+        acc: dict[StoryState, float] = defaultdict(float)
+        kappa = self.s.kappa
+        max_post = max(self.s.min_postings, int(self.s.max_token_share * len(self.stories)))
+        for tok, w in q.items():
+            plist = self.postings.get(tok, ())
+            if len(plist) > max_post:
+                continue
+            for o in plist:
+                if o is not st:
+                    acc[o] += w * min(1.0, kappa * o.tokens[tok] / o.n)
+        best, best_score = None, 0.0
+        for o, a in heapq.nlargest(5, acc.items(), key=lambda kv: kv[1]):
+            if not self._active(o, t) or frozenset((st.id, o.id)) in self.blocked:
+                continue
+            qo, to = self._profile(o)
+            if not to:
+                continue
+            b = sum(w * min(1.0, kappa * st.tokens.get(tok, 0.0) / st.n) for tok, w in qo.items()) / to
+            score = math.sqrt((a / total) * b)
+            if st.years and o.years and not (st.years.keys() & o.years.keys()):
+                score *= self.s.conflict_penalty
+            if st.decimals and o.decimals and not (st.decimals.keys() & o.decimals.keys()):
+                score *= self.s.conflict_penalty
+            gap_h = max(0.0, st.first - o.last, o.first - st.last) / 3600.0
+            if gap_h > self.s.time_grace_hours:
+                score *= 0.5 ** ((gap_h - self.s.time_grace_hours) / self.s.time_half_life_hours)
+            if score > best_score:
+                best, best_score = o, score
+        return best, best_score
+
+    def _merge(self, keep: StoryState, gone: StoryState) -> None:
+        for tok, c in gone.tokens.items():
+            if tok in keep.tokens:
+                keep.tokens[tok] += c
+                self.sf[tok] -= 1
+                self.postings[tok].remove(gone)
+            else:
+                keep.tokens[tok] = c
+                plist = self.postings[tok]
+                plist[plist.index(gone)] = keep
+        for y, c in gone.years.items():
+            keep.years[y] = keep.years.get(y, 0) + c
+        for d, c in gone.decimals.items():
+            keep.decimals[d] = keep.decimals.get(d, 0) + c
+        keep.n += gone.n
+        keep.first = min(keep.first, gone.first)
+        keep.last = max(keep.last, gone.last)
+        keep.sources |= gone.sources
+        keep.urls.extend(gone.urls)
+        keep.core = None
+        for url in gone.urls:
+            self.url_story[url] = keep.id
+        for pair in [p for p in self.blocked if gone.id in p]:
+            (other,) = pair - {gone.id}
+            self.blocked.add(frozenset((keep.id, other)))
+        del self.stories[gone.id]
+        self.merged_into[gone.id] = keep.id
+
+    # -- memory: forget stories that left the window ------------------------------------------------
+
+    def _tick(self, t: float) -> None:
+        self._adds += 1
+        if self._adds % IDF_EPOCH == 0 or self._adds < IDF_EPOCH:
+            self._idf.clear()
+            self._n_log = len(self.stories) + 2.0
+            self._epoch += 1
+        if t > self._horizon:
+            self._horizon = t
+        if self._adds % 2048 == 0:
+            self.evict(self._horizon)
+
+    def evict(self, now: float) -> int:
+        """Drop stories idle for longer than the window before ``now`` (epoch seconds)."""
+        cutoff = now - self._window
+        old = [st for st in self.stories.values() if st.last < cutoff]
+        if not old:
+            return 0
+        gone = {st.id for st in old}
+        touched: set[str] = set()
+        for st in old:
+            for tok, c in st.tokens.items():
+                self.sf[tok] -= 1
+                touched.add(tok)
+            for url in st.urls:
+                if self.url_story.get(url) in gone:
+                    del self.url_story[url]
+            del self.stories[st.id]
+        for tok in touched:
+            plist = [o for o in self.postings[tok] if o.id not in gone]
+            if plist:
+                self.postings[tok] = plist
+            else:
+                del self.postings[tok]
+                self.sf.pop(tok, None)
+                self.df.pop(tok, None)
+        return len(old)

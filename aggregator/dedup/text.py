@@ -1,0 +1,117 @@
+"""Pure text features for clustering: informative tokens and the numbers an entry names.
+
+Language-agnostic on purpose: tokens are lowercased words (Unicode letters and digits), a short
+multilingual list of function words is dropped, and how informative a token is comes from the
+stream itself (its document frequency), not from a fixed dictionary.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+_WORD = re.compile(r"[^\W_]+(?:[.,'’][^\W_]+)*", re.UNICODE)
+_YEAR = re.compile(r"^(?:1[89]|20)\d\d$")
+_DECIMAL = re.compile(r"^\d+[.,]\d+$")
+
+# Function words of the languages feeds most often use. The stream's own document frequency
+# does the rest; this list only keeps them from looking rare while the stream is young.
+STOPWORDS = frozenset(
+    """
+    a about above after again against all also am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each few for from
+    further had has have having he her here hers him his how i if in into is it its itself just
+    me more most my no nor not now of off on once only or other our out over own same she should
+    so some such than that the their them then there these they this those through to too under
+    until up very was we were what when where which while who whom why will with would you your
+    says said say new after amid over up out vs via just get gets may might must can't won't
+    de la le les des du un une et en est pour par sur au aux dans que qui pas plus ne se ce il
+    der die das den dem des ein eine einer und ist im in zu mit von auf für nicht sich bei als
+    auch es an dass wie nach aus hat wird sind el los las del y que en un una por con para es al
+    lo su se il di che è per una sono della nel gli da dei delle o e
+    """.split()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What clustering needs from one entry. ``weights`` maps each informative token to its
+    field weight (1.0 title, lower for summary tokens)."""
+
+    weights: dict[str, float]
+    years: frozenset[str]
+    decimals: frozenset[str]
+    title_key: str  # normalized title for fuzzy comparison
+
+
+def _fold(text: str) -> str:
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text).replace("’", "'")
+    return text.lower()
+
+
+def words(text: str) -> list[str]:
+    out = []
+    for w in _WORD.findall(_fold(text)):
+        if "'" in w:
+            if w.endswith("'s"):
+                w = w[:-2]
+            w = w.replace("'", "")
+        if len(w) > 1 or w.isdigit():
+            out.append(w)
+    return out
+
+
+_STEMS: dict[str, str] = {}
+
+
+def stem(w: str) -> str:
+    """A deliberately light stemmer: plural endings only. Memoized (bounded)."""
+    s = _STEMS.get(w)
+    if s is None:
+        s = _stem(w)
+        if len(_STEMS) > 500_000:
+            _STEMS.clear()
+        _STEMS[w] = s
+    return s
+
+
+def _stem(w: str) -> str:
+    if len(w) > 4 and w.endswith("ies"):
+        return w[:-3] + "y"
+    if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        return w[:-1]
+    return w
+
+
+def features(title: str, summary: str = "", summary_tokens: int = 60, summary_weight: float = 0.5) -> Features:
+    weights: dict[str, float] = {}
+    years: set[str] = set()
+    decimals: set[str] = set()
+    title_words = words(title)
+    stems = _STEMS
+    for w in title_words:
+        if w[0].isdigit():
+            if _YEAR.match(w):
+                years.add(w)
+            elif _DECIMAL.match(w):
+                decimals.add(w.replace(",", "."))
+        if w in STOPWORDS:
+            continue
+        weights[stems.get(w) or stem(w)] = 1.0
+    if summary:
+        for w in words(summary)[:summary_tokens]:
+            if w[0].isdigit() and _YEAR.match(w):
+                years.add(w)
+            if w in STOPWORDS:
+                continue
+            s = stem(w)
+            if s not in weights:
+                weights[s] = summary_weight
+    return Features(
+        weights=weights,
+        years=frozenset(years),
+        decimals=frozenset(decimals),
+        title_key=" ".join(title_words),
+    )
