@@ -17,10 +17,21 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from . import pipeline
+from .clustering import ClusteringStage, ClusterSummary, to_item
 from .config import Settings, load_settings
+from .dedup.explain import Explanation, explain_pair
 from .errors import FeedExistsError, InvalidURLError, NotAFeedError, OPMLError, ParseError
 from .fetch import fetch_feed, make_client
-from .models import Feed, FeedUpdateResult, FetchRequest, Outcome, RoundSummary, StoredEntry
+from .models import (
+    Feed,
+    FeedUpdateResult,
+    FetchRequest,
+    Outcome,
+    RoundSummary,
+    StoredEntry,
+    Story,
+    StoryDetail,
+)
 from .normalize import feed_url, utcnow
 from .opml import read_opml, write_opml
 from .parse import parse_feed
@@ -53,6 +64,7 @@ class Aggregator:
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.clustering = ClusteringStage(settings.cluster)
 
     @classmethod
     def open(
@@ -170,7 +182,13 @@ class Aggregator:
         on_start: Callable[[int], None] | None = None,
     ) -> RoundSummary:
         ids = [self.feed(f).id for f in feeds] if feeds else None
-        return pipeline.update(self.store, self.settings, self.clock, ids, on_result, on_start)
+        return pipeline.update(
+            self.store, self.settings, self.clock, ids, on_result, on_start, self.clustering
+        )
+
+    def cluster(self) -> ClusterSummary:
+        """Place every stored entry that has no story yet (``update`` does this itself)."""
+        return self.clustering.run(self.store, self.clock())
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -187,3 +205,43 @@ class Aggregator:
 
     def stats(self) -> StoreStats:
         return self.store.stats()
+
+    # -- stories --------------------------------------------------------------------------------
+
+    def stories(
+        self,
+        since: timedelta | datetime | None = None,
+        min_sources: int = 1,
+        feeds: Sequence[str | int] | None = None,
+        search: str | None = None,
+        limit: int = 50,
+    ) -> list[Story]:
+        if isinstance(since, timedelta):
+            since = self.clock() - since
+        ids = [self.feed(f).id for f in feeds] if feeds else None
+        return self.store.stories(
+            since=since, min_sources=min_sources, feed_ids=ids, search=search, limit=limit
+        )
+
+    def story(self, story_id: int) -> StoryDetail:
+        return self.store.story(story_id)
+
+    def merge_stories(self, keep: int, other: int) -> StoryDetail:
+        self.store.merge_stories(keep, other, self.clock())
+        return self.store.story(keep)
+
+    def split_story(self, story_id: int, entry_ids: Sequence[int]) -> StoryDetail:
+        new_id = self.store.split_story(story_id, list(entry_ids), self.clock())
+        return self.store.story(new_id)
+
+    def detach_entry(self, entry_id: int) -> StoryDetail:
+        return self.store.story(self.store.detach_entry(entry_id, self.clock()))
+
+    def explain(self, entry_a: int, entry_b: int) -> Explanation:
+        """Why two entries would (or would not) be put in one story: the later one is scored
+        against a story made of the earlier one, with the statistics of the current window."""
+        a, b = self.store.entry_item(entry_a), self.store.entry_item(entry_b)
+        if (b.published, b.entry_id) < (a.published, a.entry_id):
+            a, b = b, a
+        clusterer = self.clustering._fresh(self.store, a.published)
+        return explain_pair(clusterer, to_item(a), to_item(b))

@@ -17,7 +17,7 @@ from ._version import __version__
 from .api import Aggregator
 from .config import ENV_CONFIG, ENV_DB, load_settings, parse_duration
 from .errors import AggregatorError, ConfigError
-from .models import Feed, StoredEntry
+from .models import Feed, StoredEntry, Story, StoryMember
 from .render import FORMATS, default_format, render
 
 EXIT_ERROR = 1
@@ -258,6 +258,175 @@ def entries(state: State, since: str | None, feed_refs: tuple[str, ...], limit: 
     """The newest entries."""
     rows = state.agg().entries(since=_since(since), feeds=list(feed_refs) or None, limit=limit)
     return [entry_row(e) for e in rows]
+
+
+# -- stories --------------------------------------------------------------------------------------
+
+
+def story_row(s: Story) -> dict:
+    return {
+        "id": s.id,
+        "last_updated": s.last_updated,
+        "sources": s.source_count,
+        "entries": s.entry_count,
+        "title": s.title,
+        "first_seen": s.first_seen,
+    }
+
+
+def member_row(m: StoryMember) -> dict:
+    return {
+        "entry_id": m.entry_id,
+        "published": m.published,
+        "outlet": m.outlet,
+        "title": m.title,
+        "link": m.link or m.url,
+        "score": None if m.score is None else round(m.score, 3),
+        "why": m.reason,
+    }
+
+
+@cli.command()
+@since_option
+@click.option(
+    "--min-sources",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Only stories covered by at least N outlets.",
+)
+@click.option(
+    "--feed",
+    "feed_refs",
+    multiple=True,
+    metavar="URL|ID",
+    help="Only stories with an entry from this feed.",
+)
+@click.option(
+    "--search",
+    metavar="TEXT",
+    help="Only stories with an entry whose title or summary contains TEXT.",
+)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@output_options(("id", "last_updated", "sources", "entries", "title"))
+@click.pass_obj
+def stories(state: State, since, min_sources, feed_refs, search, limit):
+    """Stories, newest first, with how many outlets covered each."""
+    rows = state.agg().stories(
+        since=_since(since),
+        min_sources=min_sources,
+        feeds=list(feed_refs) or None,
+        search=search,
+        limit=limit,
+    )
+    return [story_row(s) for s in rows]
+
+
+class DefaultCommandGroup(Group):
+    """A group whose first argument may be an id: `story 12` means `story show 12`."""
+
+    default_command = "show"
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=DefaultCommandGroup)
+def story():
+    """Show one story (`aggregator story ID`), or correct stories: merge, split."""
+
+
+@story.command("show")
+@click.argument("story_id", type=int)
+@output_options(("entry_id", "published", "outlet", "title", "link", "score", "why"))
+@click.pass_obj
+def story_show(state: State, story_id: int):
+    """A story and every source: outlet, title, link, time, and why it joined."""
+    detail = state.agg().story(story_id)
+    s = detail.story
+    click.echo(
+        f"story {s.id}: {s.title} ({s.source_count} sources, {s.entry_count} entries)", err=True
+    )
+    return [member_row(m) for m in detail.members]
+
+
+@story.command("merge")
+@click.argument("keep", type=int)
+@click.argument("other", type=int)
+@click.pass_obj
+def story_merge(state: State, keep: int, other: int):
+    """Merge story OTHER into story KEEP. Later rounds respect it."""
+    d = state.agg().merge_stories(keep, other)
+    click.echo(
+        f"merged story {other} into {keep}: "
+        f"{d.story.entry_count} entries, {d.story.source_count} sources"
+    )
+
+
+@story.command("split")
+@click.argument("story_id", type=int)
+@click.argument("entry_ids", type=int, nargs=-1, required=True)
+@click.pass_obj
+def story_split(state: State, story_id: int, entry_ids: tuple[int, ...]):
+    """Move ENTRY_IDS out of STORY_ID into a new story; the two are never merged again."""
+    d = state.agg().split_story(story_id, entry_ids)
+    click.echo(f"split {len(entry_ids)} entries from story {story_id} into new story {d.story.id}")
+
+
+@cli.group(cls=Group)
+def entry():
+    """Correct one entry's story."""
+
+
+@entry.command("detach")
+@click.argument("entry_id", type=int)
+@click.pass_obj
+def entry_detach(state: State, entry_id: int):
+    """Move ENTRY_ID out of its story into a story of its own."""
+    d = state.agg().detach_entry(entry_id)
+    click.echo(f"entry {entry_id} is now alone in story {d.story.id}")
+
+
+@cli.command()
+@click.argument("entry_a", type=int)
+@click.argument("entry_b", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the breakdown as JSON.")
+@click.pass_obj
+def explain(state: State, entry_a: int, entry_b: int, as_json: bool):
+    """The similarity breakdown of two entries, and whether they would be merged."""
+    from .render import explanation_dict, explanation_text
+
+    e = state.agg().explain(entry_a, entry_b)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(explanation_dict(e), indent=2, ensure_ascii=False))
+    else:
+        click.echo(explanation_text(e))
+
+
+@cli.command("eval")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option(
+    "--assignments",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help='Write one {"id", "story"} line per input entry to this file.',
+)
+@click.pass_obj
+def eval_command(state: State, file: Path, as_json: bool, assignments: Path | None):
+    """Cluster labeled entries (JSONL) with the real pipeline and score the result."""
+    from .evaluate import evaluate_file, report_text
+
+    report = evaluate_file(file, load_settings(state.config), assignments)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(report_text(report))
 
 
 # -- demo -----------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .dedup.cluster import ClusterSettings
 from .errors import ConfigError
 
 ENV_DB = "AGGREGATOR_DB"
@@ -60,10 +61,14 @@ class StoreSettings:
 class Settings:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     def validate(self) -> Settings:
         for f in dataclasses.fields(self):
-            getattr(self, f.name).validate()
+            try:
+                getattr(self, f.name).validate()
+            except ValueError as e:  # sections outside this module report plain ValueErrors
+                raise ConfigError(f"config: {e}") from None
         return self
 
 

@@ -51,6 +51,30 @@ def demo_feed_names() -> list[str]:
     )
 
 
+def print_stories(agg: Aggregator, out: IO) -> None:
+    """Every story, newest first, with each outlet that covered it."""
+    rows = []
+    for s in agg.stories(limit=1000):
+        detail = agg.story(s.id)
+        sources = "\n".join(f"{m.outlet}: {m.title}" for m in detail.members)
+        rows.append(
+            {
+                "story": s.id,
+                "updated": s.last_updated,
+                "outlets": s.source_count,
+                "title": s.title,
+                "sources": sources,
+            }
+        )
+    render(
+        rows,
+        "table",
+        ("story", "updated", "outlets", "title", "sources"),
+        out=out,
+        title="Stories (one per event, with every outlet that covered it)",
+    )
+
+
 def run_demo(settings: Settings, keep: Path | None, out: IO) -> Aggregator:
     with (
         resources.as_file(resources.files("aggregator") / "demo_feeds") as directory,
@@ -65,11 +89,7 @@ def run_demo(settings: Settings, keep: Path | None, out: IO) -> Aggregator:
             summary = agg.update()
             out.write(f"demo store: {db if keep else '(temporary)'}\n")
             out.write(summary.line() + "\n\n")
-            rows = [
-                {"published": e.published, "feed": e.feed_title, "title": e.title}
-                for e in agg.entries(limit=1000)
-            ]
-            render(rows, "table", ("published", "feed", "title"), out=out, title="Stored entries")
+            print_stories(agg, out)
         finally:
             agg.close()
     return agg

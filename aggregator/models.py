@@ -157,6 +157,8 @@ class RoundSummary:
     finished_at: datetime
     results: tuple[FeedUpdateResult, ...] = field(default=())
     skipped: int = 0  # feeds not fetched because a Retry-After has not passed
+    clustered: int = 0  # entries placed in stories after the round
+    stories_touched: int = 0  # stories created or grown
 
     def count(self, *outcomes: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome in outcomes)
@@ -188,4 +190,53 @@ class RoundSummary:
             f"{self.not_modified} not modified, {self.failed} failed; "
             f"{self.new_entries} new entries, {self.updated_entries} updated"
             + (f"; {self.skipped} skipped (Retry-After)" if self.skipped else "")
+            + (
+                f"; {self.clustered} clustered into {self.stories_touched} stories"
+                if self.clustered
+                else ""
+            )
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Story:
+    id: int
+    title: str
+    first_seen: datetime
+    last_updated: datetime
+    entry_count: int
+    source_count: int
+    rep_entry_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoryMember:
+    entry_id: int
+    feed_id: int
+    outlet: str
+    title: str
+    link: str | None
+    url: str | None
+    published: datetime
+    score: float | None
+    reason: str | None
+    pinned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoryDetail:
+    story: Story
+    members: tuple[StoryMember, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterItem:
+    """What clustering reads of a stored entry."""
+
+    entry_id: int
+    feed_id: int
+    url: str | None
+    title: str
+    summary: str
+    published: datetime
+    story_id: int | None = None

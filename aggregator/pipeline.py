@@ -5,6 +5,8 @@
       | parse      bytes -> ParsedFeed; skipped for 304 / same body hash  (parse.py, pure)
       | normalize  ParsedFeed -> [Entry] with canonical URLs, text, UTC  (normalize.py, pure)
       | write      feed state + entries, one transaction per feed       (store, I/O)
+    then
+    cluster        entries without a story, oldest first -> stories        (clustering.py)
       -> RoundSummary
 
 A feed's failure is a value (its Outcome), never an exception, so one bad feed cannot stop the
@@ -17,6 +19,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from .clustering import ClusteringStage
 from .config import Settings
 from .errors import ParseError
 from .fetch import fetch_feed, make_client
@@ -111,17 +114,23 @@ def update(
     feed_ids: Sequence[int] | None = None,
     on_result: OnResult | None = None,
     on_start: Callable[[int], None] | None = None,
+    clustering: ClusteringStage | None = None,
 ) -> RoundSummary:
-    """Synchronous entry point: one round over ``feed_ids`` (all feeds when None)."""
+    """Synchronous entry point: one round over ``feed_ids`` (all feeds when None), then the
+    clustering stage over every entry that has no story yet."""
     now = clock()
     requests = store.fetch_requests(feed_ids)
     due = [r for r in requests if r.retry_after is None or r.retry_after <= now]
     if on_start is not None:
         on_start(len(due))
     summary = asyncio.run(run_round(store, due, settings, clock, on_result))
+    stage = clustering or ClusteringStage(settings.cluster)
+    clustered = stage.run(store, clock())
     return RoundSummary(
         started_at=summary.started_at,
-        finished_at=summary.finished_at,
+        finished_at=clock(),
         results=summary.results,
         skipped=len(requests) - len(due),
+        clustered=clustered.entries,
+        stories_touched=clustered.stories_touched,
     )

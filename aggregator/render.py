@@ -72,6 +72,58 @@ def render(
         raise ValueError(fmt)
 
 
+def explanation_dict(e) -> dict:
+    w = e.why
+    return {
+        "first": {
+            "entry_id": e.first.entry_id,
+            "title": e.first.title,
+            "published": _plain(e.first.published),
+        },
+        "second": {
+            "entry_id": e.second.entry_id,
+            "title": e.second.title,
+            "published": _plain(e.second.published),
+        },
+        "score": round(e.score, 4),
+        "threshold": e.threshold,
+        "would_merge": e.would_merge,
+        "coverage": round(w.coverage, 4),
+        "core": round(w.core, 4),
+        "title_ratio": round(e.title_ratio, 1),
+        "different_years": w.different_years,
+        "different_figures": w.different_figures,
+        "hours_apart": round(e.hours_apart, 2),
+        "shared_tokens": [{"token": t, "weight": v} for t, v in e.shared],
+        "only_first": list(e.only_first),
+        "only_second": list(e.only_second),
+    }
+
+
+def explanation_text(e) -> str:
+    d = explanation_dict(e)
+    verdict = "WOULD be merged" if e.would_merge else "would NOT be merged"
+    lines = [
+        f"[{d['first']['entry_id']}] {d['first']['title']}",
+        f"[{d['second']['entry_id']}] {d['second']['title']}",
+        "",
+        f"score {d['score']:.3f} vs threshold {d['threshold']}: {verdict}",
+        f"  coverage  {d['coverage']:.3f}  share of the second entry's weight found in the first",
+        f"  core      {d['core']:.3f}  share of the first entry's words found in the second",
+        f"  title     {d['title_ratio']:.0f}% alike (rapidfuzz ratio)",
+        f"  time      {d['hours_apart']:.1f} h apart",
+    ]
+    if d["different_years"]:
+        lines.append("  penalty   they name different years")
+    if d["different_figures"]:
+        lines.append("  penalty   they name different figures")
+    shared = ", ".join(f"{s['token']} ({s['weight']})" for s in d["shared_tokens"]) or "none"
+    lines.append(f"  shared    {shared}")
+    lines.append(f"  only in first:  {', '.join(d['only_first']) or '-'}")
+    lines.append(f"  only in second: {', '.join(d['only_second']) or '-'}")
+    return "\n".join(lines)
+
+
 def _table(rows: list[dict], columns: Sequence[str] | None, out: IO, title: str | None) -> None:
     from rich.console import Console
     from rich.table import Table

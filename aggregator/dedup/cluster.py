@@ -45,7 +45,6 @@ from rapidfuzz import fuzz
 
 from .text import Features, features
 
-
 IDF_EPOCH = 1024  # adds between refreshes of the memoized token weights
 NEAR_DUPLICATE_MIN_COVERAGE = 0.3  # titles this far apart are not compared character-wise
 
@@ -53,7 +52,7 @@ NEAR_DUPLICATE_MIN_COVERAGE = 0.3  # titles this far apart are not compared char
 @dataclass(frozen=True)
 class ClusterSettings:
     # An entry joins the best story scoring at least this (0..1).
-    threshold: float = 0.22
+    threshold: float = 0.2
     # Two stories whose profiles match at least this well (both ways) merge.
     merge_threshold: float = 0.3
     # Stories idle longer than this (hours of entry time) are no longer candidates.
@@ -63,7 +62,7 @@ class ClusterSettings:
     # A token found in this share of a story's members (times 1/kappa) counts fully.
     kappa: float = 3.0
     # Weight of a token no entry had before, relative to a seen one.
-    unseen_weight: float = 0.3
+    unseen_weight: float = 0.6
     # Weight of summary tokens relative to title tokens, and how many summary tokens are used.
     summary_weight: float = 0.5
     summary_tokens: int = 60
@@ -80,9 +79,39 @@ class ClusterSettings:
     lookup_tokens: int = 8
     # Candidate stories verified per entry (best by indexed weight).
     candidates: int = 5
+    # Stories with fewer members than this need two shared words, not one, to take an entry
+    # at full score (one shared word between two short titles is weak evidence).
+    small_story: int = 3
     # rapidfuzz ratio (0-100) to the representative title at or above which a candidate
     # story is taken as a near-duplicate match even when its profile score is lower.
     near_duplicate_ratio: float = 90.0
+
+    def validate(self) -> None:
+        limits = {
+            "threshold": (0, 1),
+            "merge_threshold": (0, 1),
+            "window_hours": (1, 720),
+            "core_share": (0, 1),
+            "kappa": (1, 100),
+            "unseen_weight": (0, 1),
+            "summary_weight": (0, 1),
+            "summary_tokens": (0, 10_000),
+            "conflict_penalty": (0, 1),
+            "time_grace_hours": (0, 720),
+            "time_half_life_hours": (0.1, 720),
+            "max_token_share": (0, 1),
+            "min_postings": (1, 1_000_000),
+            "lookup_tokens": (1, 1000),
+            "candidates": (1, 100),
+            "near_duplicate_ratio": (0, 101),
+            "small_story": (0, 1000),
+        }
+        for name, (lo, hi) in limits.items():
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ValueError(
+                    f"cluster.{name} = {value!r} is out of range; use a value in [{lo}, {hi}]"
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,14 +233,23 @@ class Clusterer:
         fa = features(a.title, a.summary, self.s.summary_tokens, self.s.summary_weight)
         fb = features(b.title, b.summary, self.s.summary_tokens, self.s.summary_weight)
         ta = a.published.timestamp()
-        st = StoryState(id=0, first=ta, last=ta, n=1, tokens=dict(fa.weights),
-                        years=dict.fromkeys(fa.years, 1), decimals=dict.fromkeys(fa.decimals, 1),
-                        title_key=fa.title_key)
+        st = StoryState(
+            id=0,
+            first=ta,
+            last=ta,
+            n=1,
+            tokens=dict(fa.weights),
+            years=dict.fromkeys(fa.years, 1),
+            decimals=dict.fromkeys(fa.decimals, 1),
+            title_key=fa.title_key,
+        )
         weights, total = self._weights(fb)
         if not total:
             return 0.0, Why(0.0, 0.0)
         kappa = self.s.kappa
-        hit = sum(w * min(1.0, kappa * st.tokens[tok]) for tok, w in weights.items() if tok in st.tokens)
+        hit = sum(
+            w * min(1.0, kappa * st.tokens[tok]) for tok, w in weights.items() if tok in st.tokens
+        )
         return self._verify(st, fb, weights, hit / total, b.published.timestamp())
 
     # -- internals --------------------------------------------------------------------------------
@@ -310,7 +348,9 @@ class Clusterer:
                 continue
             if skipped:
                 tokens, n = st.tokens, st.n
-                a = sum(w * min(1.0, kappa * tokens.get(tok, 0.0) / n) for tok, w in weights.items())
+                a = sum(
+                    w * min(1.0, kappa * tokens.get(tok, 0.0) / n) for tok, w in weights.items()
+                )
                 exact = a / total
                 # the same bound, now exact; a near-duplicate title can still lift a candidate
                 # with enough coverage up to its title ratio (>= near_duplicate_ratio / 100)
@@ -341,12 +381,20 @@ class Clusterer:
             cw = st.core_weights = (self._epoch, pairs, sum(w for _, w in pairs))
         return cw[1], cw[2]
 
-    def _verify(self, st: StoryState, f: Features, weights: dict[str, float], coverage: float, t: float):
+    def _verify(
+        self, st: StoryState, f: Features, weights: dict[str, float], coverage: float, t: float
+    ):
         s = self.s
         pairs, core_w = self._core_weights(st)
         core_hit = sum(w for tok, w in pairs if tok in weights)
         core = core_hit / core_w if core_w else 0.0
         score = math.sqrt(coverage * core)
+        if st.n < s.small_story and score > 0.0:
+            # one shared word between two short texts is weak evidence: a young story needs
+            # at least two of its words in the entry
+            shared = sum(1 for tok in st.tokens if tok in weights)
+            if shared < 2:
+                score *= 0.5
         ratio = 0.0
         if score < s.threshold and coverage >= NEAR_DUPLICATE_MIN_COVERAGE and st.title_key:
             ratio = fuzz.ratio(f.title_key, st.title_key)
@@ -365,7 +413,7 @@ class Clusterer:
             score *= 0.5 ** ((gap_h - s.time_grace_hours) / s.time_half_life_hours)
         return score, Why(coverage, core, ratio, years, figures, gap_h)
 
-    # -- story merging ------------------------------------------------------------------------------
+    # -- story merging --------------------------------------------------------------------------
 
     def _after_growth(self, st: StoryState, t: float) -> int:
         n = st.n
@@ -402,7 +450,10 @@ class Clusterer:
             qo, to = self._profile(o)
             if not to:
                 continue
-            b = sum(w * min(1.0, kappa * st.tokens.get(tok, 0.0) / st.n) for tok, w in qo.items()) / to
+            b = (
+                sum(w * min(1.0, kappa * st.tokens.get(tok, 0.0) / st.n) for tok, w in qo.items())
+                / to
+            )
             score = math.sqrt((a / total) * b)
             if st.years and o.years and not (st.years.keys() & o.years.keys()):
                 score *= self.s.conflict_penalty
@@ -443,7 +494,7 @@ class Clusterer:
         del self.stories[gone.id]
         self.merged_into[gone.id] = keep.id
 
-    # -- memory: forget stories that left the window ------------------------------------------------
+    # -- memory: forget stories that left the window --------------------------------------------
 
     def _tick(self, t: float) -> None:
         self._adds += 1
@@ -465,7 +516,7 @@ class Clusterer:
         gone = {st.id for st in old}
         touched: set[str] = set()
         for st in old:
-            for tok, c in st.tokens.items():
+            for tok in st.tokens:
                 self.sf[tok] -= 1
                 touched.add(tok)
             for url in st.urls:

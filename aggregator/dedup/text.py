@@ -25,12 +25,12 @@ STOPWORDS = frozenset(
     me more most my no nor not now of off on once only or other our out over own same she should
     so some such than that the their them then there these they this those through to too under
     until up very was we were what when where which while who whom why will with would you your
-    says said say new after amid over up out vs via just get gets may might must can't won't
-    de la le les des du un une et en est pour par sur au aux dans que qui pas plus ne se ce il
-    der die das den dem des ein eine einer und ist im in zu mit von auf für nicht sich bei als
-    auch es an dass wie nach aus hat wird sind el los las del y que en un una por con para es al
-    lo su se il di che è per una sono della nel gli da dei delle o e
-    """.split()
+    says said say new after amid over up out vs via just get gets may might must can't won't de
+    la le les des du un une et en est pour par sur au aux dans que qui pas plus ne se ce il der
+    die das den dem des ein eine einer und ist im in zu mit von auf für nicht sich bei als auch
+    es an dass wie nach aus hat wird sind el los las del y que en un una por con para es al lo
+    su se il di che è per una sono della nel gli da dei delle o e
+    """.split()  # noqa: SIM905 (a word list reads better as text)
 )
 
 
@@ -85,7 +85,9 @@ def _stem(w: str) -> str:
     return w
 
 
-def features(title: str, summary: str = "", summary_tokens: int = 60, summary_weight: float = 0.5) -> Features:
+def features(
+    title: str, summary: str = "", summary_tokens: int = 60, summary_weight: float = 0.5
+) -> Features:
     weights: dict[str, float] = {}
     years: set[str] = set()
     decimals: set[str] = set()

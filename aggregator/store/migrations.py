@@ -54,3 +54,42 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
 ]
+
+MIGRATIONS.append(
+    (
+        2,
+        "stories, corrections",
+        """
+        CREATE TABLE stories (
+            id           INTEGER PRIMARY KEY,
+            title        TEXT NOT NULL DEFAULT '',
+            rep_entry_id INTEGER,
+            first_seen   INTEGER NOT NULL DEFAULT 0,
+            last_updated INTEGER NOT NULL DEFAULT 0,
+            entry_count  INTEGER NOT NULL DEFAULT 0,
+            source_count INTEGER NOT NULL DEFAULT 0,
+            created_at   INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX stories_last_updated ON stories (last_updated DESC, id DESC);
+        ALTER TABLE entries ADD COLUMN join_score REAL;
+        ALTER TABLE entries ADD COLUMN join_reason TEXT;
+        ALTER TABLE entries ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX entries_unclustered ON entries (published, id) WHERE story_id IS NULL;
+        CREATE TABLE story_blocks (
+            a INTEGER NOT NULL,
+            b INTEGER NOT NULL,
+            PRIMARY KEY (a, b)
+        );
+        CREATE TABLE corrections (
+            id             INTEGER PRIMARY KEY,
+            kind           TEXT NOT NULL,
+            story_id       INTEGER,
+            other_story_id INTEGER,
+            entry_ids      TEXT NOT NULL DEFAULT '[]',
+            created_at     INTEGER NOT NULL
+        );
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('cluster_generation', '0')
+        """,
+    )
+)

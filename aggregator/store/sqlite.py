@@ -17,6 +17,7 @@ from ..errors import FeedExistsError, FeedNotFoundError, StoreError
 from ..models import Entry, Feed, FetchRequest, FetchResult, Outcome, ParsedFeed, StoredEntry
 from .base import StoreStats, WriteResult
 from .migrations import MIGRATIONS
+from .sqlite_stories import StoryStoreMixin
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -29,7 +30,7 @@ def _dt(ts: int | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-class SQLiteStore:
+class SQLiteStore(StoryStoreMixin):
     def __init__(self, path: Path, *, readonly: bool = False):
         self.path = path
         try:
@@ -251,6 +252,20 @@ class SQLiteStore:
             )
             if not outcome.failed:
                 new, updated = self._upsert_entries(db, fetch.feed_id, list(entries), now_ts)
+        return WriteResult(new, updated)
+
+    def add_entries(self, entries: list[Entry], now: datetime) -> WriteResult:
+        """Store entries of any feeds outside of a fetch (imports, evaluation), in the order
+        given, in one transaction."""
+        new = updated = 0
+        with self._write() as db:
+            start = 0
+            for i in range(1, len(entries) + 1):
+                if i == len(entries) or entries[i].feed_id != entries[start].feed_id:
+                    n, u = self._upsert_entries(
+                        db, entries[start].feed_id, entries[start:i], _ts(now)
+                    )
+                    new, updated, start = new + n, updated + u, i
         return WriteResult(new, updated)
 
     def _upsert_entries(

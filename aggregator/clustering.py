@@ -1,0 +1,91 @@
+"""The clustering stage: unclustered entries from the store -> the pure Clusterer -> stories.
+
+    stage = ClusteringStage(settings.cluster)
+    summary = stage.run(store, now)
+
+Every caller (`aggregator update`, the daemon, `aggregator eval`) goes through ``run``. It takes
+every stored entry that has no story yet, oldest first, so an entry whose round crashed after
+its feed was written is simply clustered by the next run. The in-memory Clusterer is kept
+between runs and rebuilt from the store's recent window when the store changed under it
+(manual corrections bump a generation counter) or when it has none yet.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from .dedup.cluster import Clusterer, ClusterSettings, Item
+from .models import ClusterItem
+from .store.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSummary:
+    entries: int = 0
+    stories_touched: int = 0
+    merges: int = 0
+    seconds: float = 0.0
+
+
+def to_item(c: ClusterItem) -> Item:
+    return Item(
+        entry_id=c.entry_id,
+        source=str(c.feed_id),
+        url=c.url,
+        title=c.title,
+        summary=c.summary,
+        published=c.published,
+    )
+
+
+class ClusteringStage:
+    def __init__(self, settings: ClusterSettings | None = None):
+        self.settings = settings or ClusterSettings()
+        self.clusterer: Clusterer | None = None
+        self.generation: int | None = None
+
+    def _fresh(self, store: Store, earliest: datetime) -> Clusterer:
+        c = Clusterer(self.settings, first_story_id=store.next_story_id())
+        since = earliest - timedelta(hours=self.settings.window_hours)
+        for item in store.clustered_since(since):
+            c.add(to_item(item), story_id=item.story_id)
+        for a, b in store.story_blocks():
+            c.block(a, b)
+        c.merged_into.clear()
+        return c
+
+    def run(self, store: Store, now: datetime, batch: int = 50_000) -> ClusterSummary:
+        started = time.perf_counter()
+        total = touched = merges = 0
+        while True:
+            pending = store.unclustered(limit=batch)
+            if not pending:
+                break
+            gen = store.cluster_generation()
+            c = self.clusterer
+            if (
+                c is None
+                or gen != self.generation
+                or pending[0].published.timestamp() < c._horizon - c._window
+            ):
+                c = self.clusterer = self._fresh(store, pending[0].published)
+                self.generation = gen
+            try:
+                rows = []
+                for item in pending:
+                    a = c.add(to_item(item))
+                    rows.append((a.entry_id, a.story_id, a.score, a.reason))
+                rows = [(eid, c.resolve(sid), score, reason) for eid, sid, score, reason in rows]
+                merged = [(gone, c.resolve(gone)) for gone in c.merged_into]
+                c.merged_into.clear()
+                touched += len(store.apply_clustering(rows, merged, now))
+            except BaseException:
+                self.clusterer = None  # memory and store may disagree now: rebuild next time
+                raise
+            total += len(pending)
+            merges += len(merged)
+            if len(pending) < batch:
+                break
+        return ClusterSummary(total, touched, merges, time.perf_counter() - started)

@@ -1,0 +1,293 @@
+"""Story storage for SQLite: clustering input and output, story queries, manual corrections.
+Mixed into SQLiteStore; uses its ``db`` connection and ``_write`` transaction helper."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from ..errors import NotFoundError
+from ..models import ClusterItem, Story, StoryDetail, StoryMember
+
+
+def _ts(dt: datetime | None) -> int | None:
+    return None if dt is None else int(dt.timestamp())
+
+
+def _dt(ts: int | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+_ITEM_COLS = "id, feed_id, url, title, summary, published, story_id"
+
+
+def _item(r) -> ClusterItem:
+    return ClusterItem(
+        entry_id=r[0],
+        feed_id=r[1],
+        url=r[2],
+        title=r[3],
+        summary=r[4],
+        published=_dt(r[5]),
+        story_id=r[6],
+    )
+
+
+class StoryStoreMixin:
+    db: object
+
+    # -- clustering input -------------------------------------------------------------------------
+
+    def unclustered(self, limit: int | None = None) -> list[ClusterItem]:
+        sql = f"SELECT {_ITEM_COLS} FROM entries WHERE story_id IS NULL ORDER BY published, id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_item(r) for r in self.db.execute(sql)]
+
+    def clustered_since(self, since: datetime) -> list[ClusterItem]:
+        """Entries already in stories, published since ``since``, in clustering order."""
+        sql = (
+            f"SELECT {_ITEM_COLS} FROM entries WHERE story_id IS NOT NULL AND published >= ?"
+            " ORDER BY published, id"
+        )
+        return [_item(r) for r in self.db.execute(sql, (_ts(since),))]
+
+    def story_blocks(self) -> list[tuple[int, int]]:
+        return [(a, b) for a, b in self.db.execute("SELECT a, b FROM story_blocks")]
+
+    def next_story_id(self) -> int:
+        return (self.db.execute("SELECT max(id) FROM stories").fetchone()[0] or 0) + 1
+
+    def cluster_generation(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'cluster_generation'").fetchone()
+        return int(row[0]) if row else 0
+
+    # -- clustering output ------------------------------------------------------------------------
+
+    def apply_clustering(
+        self,
+        assignments: Iterable[tuple[int, int, float, str]],
+        merges: Sequence[tuple[int, int]],
+        now: datetime,
+    ) -> set[int]:
+        """In one transaction: set (entry_id, story_id, score, reason) for unclustered entries,
+        fold merged stories (gone, keep) into their survivors, refresh story aggregates.
+        Returns the ids of the stories touched."""
+        now_ts = _ts(now)
+        touched: set[int] = set()
+        with self._write() as db:
+            rows = [(sid, score, reason, eid) for eid, sid, score, reason in assignments]
+            touched.update(r[0] for r in rows)
+            db.executemany(
+                "INSERT OR IGNORE INTO stories (id, created_at) VALUES (?, ?)",
+                [(sid, now_ts) for sid in touched],
+            )
+            db.executemany(
+                "UPDATE entries SET story_id = ?, join_score = ?, join_reason = ?"
+                " WHERE id = ? AND story_id IS NULL",
+                rows,
+            )
+            for gone, keep in merges:
+                db.execute(
+                    "INSERT OR IGNORE INTO stories (id, created_at) VALUES (?, ?)", (keep, now_ts)
+                )
+                db.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", (keep, gone))
+                db.execute("DELETE FROM stories WHERE id = ?", (gone,))
+                db.execute("UPDATE OR IGNORE story_blocks SET a = ? WHERE a = ?", (keep, gone))
+                db.execute("UPDATE OR IGNORE story_blocks SET b = ? WHERE b = ?", (keep, gone))
+                touched.discard(gone)
+                touched.add(keep)
+            self._refresh_stories(db, touched)
+        return touched
+
+    def _refresh_stories(self, db, ids: Iterable[int]) -> None:
+        """Recompute counts, span and representative (earliest member) of the given stories;
+        delete the ones left empty."""
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            db.execute(
+                f"""
+                WITH agg AS (
+                    SELECT story_id, count(*) AS n, count(DISTINCT feed_id) AS sources,
+                           min(published) AS first, max(published) AS last
+                    FROM entries WHERE story_id IN ({marks}) GROUP BY story_id
+                ), rep AS (
+                    SELECT story_id, id, title, row_number() OVER (
+                        PARTITION BY story_id ORDER BY published, id) AS rank
+                    FROM entries WHERE story_id IN ({marks})
+                )
+                UPDATE stories SET entry_count = agg.n, source_count = agg.sources,
+                    first_seen = agg.first, last_updated = agg.last,
+                    rep_entry_id = rep.id, title = rep.title
+                FROM agg JOIN rep ON rep.story_id = agg.story_id AND rep.rank = 1
+                WHERE stories.id = agg.story_id
+                """,
+                chunk + chunk,
+            )
+            db.execute(
+                f"DELETE FROM stories WHERE id IN ({marks})"
+                " AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.story_id = stories.id)",
+                chunk,
+            )
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    _STORY_COLS = (
+        "s.id, s.title, s.first_seen, s.last_updated, s.entry_count, s.source_count, s.rep_entry_id"
+    )
+
+    @staticmethod
+    def _story(r) -> Story:
+        return Story(
+            id=r[0],
+            title=r[1],
+            first_seen=_dt(r[2]),
+            last_updated=_dt(r[3]),
+            entry_count=r[4],
+            source_count=r[5],
+            rep_entry_id=r[6],
+        )
+
+    def stories(
+        self,
+        since: datetime | None = None,
+        min_sources: int = 1,
+        feed_ids: Sequence[int] | None = None,
+        search: str | None = None,
+        limit: int = 50,
+    ) -> list[Story]:
+        where, params = ["s.source_count >= ?"], [min_sources]
+        if since is not None:
+            where.append("s.last_updated >= ?")
+            params.append(_ts(since))
+        if feed_ids:
+            marks = ",".join("?" * len(feed_ids))
+            where.append(
+                "EXISTS (SELECT 1 FROM entries e WHERE e.story_id = s.id"
+                f" AND e.feed_id IN ({marks}))"
+            )
+            params.extend(feed_ids)
+        if search:
+            where.append(
+                "EXISTS (SELECT 1 FROM entries e WHERE e.story_id = s.id"
+                " AND (e.title LIKE ? ESCAPE '\\' OR e.summary LIKE ? ESCAPE '\\'))"
+            )
+            pattern = (
+                "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            )
+            params.extend([pattern, pattern])
+        sql = (
+            f"SELECT {self._STORY_COLS} FROM stories s WHERE {' AND '.join(where)}"
+            " ORDER BY s.last_updated DESC, s.id DESC LIMIT ?"
+        )
+        params.append(limit)
+        return [self._story(r) for r in self.db.execute(sql, params)]
+
+    def story(self, story_id: int) -> StoryDetail:
+        row = self.db.execute(
+            f"SELECT {self._STORY_COLS} FROM stories s WHERE s.id = ?", (story_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no story {story_id}; see `aggregator stories`")
+        members = tuple(
+            StoryMember(
+                entry_id=r[0],
+                feed_id=r[1],
+                outlet=r[2],
+                title=r[3],
+                link=r[4],
+                url=r[5],
+                published=_dt(r[6]),
+                score=r[7],
+                reason=r[8],
+                pinned=bool(r[9]),
+            )
+            for r in self.db.execute(
+                "SELECT e.id, e.feed_id, coalesce(f.user_title, f.title, f.url), e.title,"
+                " e.link, e.url,"
+                " e.published, e.join_score, e.join_reason, e.pinned"
+                " FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE e.story_id = ?"
+                " ORDER BY e.published, e.id",
+                (story_id,),
+            )
+        )
+        return StoryDetail(self._story(row), members)
+
+    def entry_item(self, entry_id: int) -> ClusterItem:
+        row = self.db.execute(
+            f"SELECT {_ITEM_COLS} FROM entries WHERE id = ?", (entry_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"no entry {entry_id}; see `aggregator entries`")
+        return _item(row)
+
+    # -- manual corrections -----------------------------------------------------------------------
+
+    def _bump_generation(self, db) -> None:
+        db.execute(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'cluster_generation'"
+        )
+
+    def _record(self, db, kind: str, story_id, other, entry_ids, now: datetime) -> None:
+        db.execute(
+            "INSERT INTO corrections (kind, story_id, other_story_id, entry_ids, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (kind, story_id, other, json.dumps(list(entry_ids)), _ts(now)),
+        )
+        self._bump_generation(db)
+
+    def merge_stories(self, keep: int, gone: int, now: datetime) -> None:
+        if keep == gone:
+            raise NotFoundError("a story cannot be merged with itself")
+        self.story(keep)
+        self.story(gone)
+        with self._write() as db:
+            db.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", (keep, gone))
+            db.execute(
+                "DELETE FROM story_blocks WHERE (a = ? AND b = ?) OR (a = ? AND b = ?)",
+                (keep, gone, gone, keep),
+            )
+            db.execute("UPDATE OR IGNORE story_blocks SET a = ? WHERE a = ?", (keep, gone))
+            db.execute("UPDATE OR IGNORE story_blocks SET b = ? WHERE b = ?", (keep, gone))
+            db.execute("DELETE FROM story_blocks WHERE a = ? OR b = ?", (gone, gone))
+            db.execute("DELETE FROM stories WHERE id = ?", (gone,))
+            self._refresh_stories(db, [keep])
+            self._record(db, "merge", keep, gone, [], now)
+
+    def split_story(self, story_id: int, entry_ids: Sequence[int], now: datetime) -> int:
+        """Move ``entry_ids`` out of ``story_id`` into one new story; the two never auto-merge."""
+        detail = self.story(story_id)
+        members = {m.entry_id for m in detail.members}
+        missing = [e for e in entry_ids if e not in members]
+        if missing:
+            raise NotFoundError(f"entries {missing} are not in story {story_id}")
+        if len(set(entry_ids)) == len(members):
+            raise NotFoundError(
+                f"that would move every entry of story {story_id}; nothing to split"
+            )
+        with self._write() as db:
+            new_id = (db.execute("SELECT max(id) FROM stories").fetchone()[0] or 0) + 1
+            db.execute("INSERT INTO stories (id, created_at) VALUES (?, ?)", (new_id, _ts(now)))
+            db.executemany(
+                "UPDATE entries SET story_id = ?, pinned = 1, join_score = NULL,"
+                " join_reason = 'moved by hand' WHERE id = ?",
+                [(new_id, e) for e in entry_ids],
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO story_blocks VALUES (?, ?)",
+                (min(story_id, new_id), max(story_id, new_id)),
+            )
+            self._refresh_stories(db, [story_id, new_id])
+            self._record(db, "split", story_id, new_id, entry_ids, now)
+        return new_id
+
+    def detach_entry(self, entry_id: int, now: datetime) -> int:
+        item = self.entry_item(entry_id)
+        if item.story_id is None:
+            raise NotFoundError(f"entry {entry_id} is not in a story yet; run `aggregator update`")
+        if self.story(item.story_id).story.entry_count == 1:
+            raise NotFoundError(f"entry {entry_id} is already alone in story {item.story_id}")
+        return self.split_story(item.story_id, [entry_id], now)

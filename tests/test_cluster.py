@@ -1,0 +1,226 @@
+"""The pure clusterer: each signal, chaining, time, corrections, determinism."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from aggregator.dedup.cluster import Clusterer, ClusterSettings, Item
+from aggregator.dedup.text import features, stem, words
+
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+# Unrelated headlines, so that token statistics look like a real stream.
+BACKGROUND = [
+    "Central bank signals pause in rate hikes",
+    "Storm leaves thousands without power in Texas",
+    "Tech giant reports record quarterly profit",
+    "Football club sacks manager after losing run",
+    "Election officials count ballots in close race",
+    "New vaccine trial shows promising results",
+    "Oil prices fall as supply concerns ease",
+    "Film festival opens with documentary premiere",
+    "Airline cancels flights over pilot strike",
+    "Scientists discover new species of frog",
+    "City budget vote delayed amid protests",
+    "Stock markets rally on jobs report",
+    "Wildfire forces evacuations in California hills",
+    "Court blocks controversial immigration rule",
+    "Company recalls cars over brake defect",
+    "Museum returns looted artefacts",
+    "Heatwave breaks temperature records in Spain",
+    "Parliament passes new data privacy law",
+    "Police arrest suspect in jewellery heist",
+    "Singer announces world tour dates",
+    "Nurses strike over pay in London hospitals",
+    "Teachers threaten strike over class sizes",
+    "Rail strike disrupts commuters in France",
+    "Power cut hits northern suburbs overnight",
+    "Coast guard rescues fishermen off Cornwall",
+    "Magnitude of budget gap surprises analysts",
+    "Hunger strike enters third week",
+    "Lightning strike sparks forest fire",
+    "Region braces for floods as rivers rise",
+    "Minor damage reported after storm",
+    "Ministers hit back at critics of tax plan",
+    "Northern town celebrates centenary",
+    "Union votes to strike at car plant",
+    "Strong dollar hits exporters",
+    "Tourists return to coast after season delay",
+    "Causes of crash still unclear",
+]
+
+
+def stream(c: Clusterer, titles, start=T0 - timedelta(hours=5), step=timedelta(minutes=7)):
+    t = start
+    for i, title in enumerate(titles):
+        c.add(Item(100_000 + i, f"bg{i}", None, title, "", t))
+        t += step
+
+
+def item(
+    i: int,
+    title: str,
+    t: datetime,
+    source: str | None = None,
+    url: str | None = None,
+    summary: str = "",
+) -> Item:
+    return Item(i, source or f"s{i}", url, title, summary, t)
+
+
+def test_words_stems_and_numbers():
+    assert words("Quake's toll: 6.8 magnitude, 2017 — U.S. hit") == [
+        "quake",
+        "toll",
+        "6.8",
+        "magnitude",
+        "2017",
+        "u.s",
+        "hit",
+    ]
+    assert stem("strikes") == "strike" and stem("stories") == "story" and stem("press") == "press"
+    f = features("Strike in 2017 after 6.8 quake", "The 2018 report")
+    assert f.years == {"2017", "2018"} and f.decimals == {"6.8"}
+    assert "in" not in f.weights and f.weights["strike"] == 1.0
+    assert f.weights["report"] == 0.5
+
+
+def test_same_event_from_several_outlets_is_one_story():
+    c = Clusterer()
+    stream(c, BACKGROUND)
+    titles = [
+        "Magnitude 6.8 earthquake strikes off northern Chile coast",
+        "Strong 6.8 quake hits northern Chile near Antofagasta",
+        "Chile earthquake: 6.8 tremor rocks Antofagasta region",
+        "Northern Chile earthquake of magnitude 6.8 causes minor damage",
+    ]
+    got = [c.add(item(i, t, T0 + timedelta(minutes=10 * i))) for i, t in enumerate(titles)]
+    assert len({c.resolve(a.story_id) for a in got}) == 1
+    assert got[0].reason == "new" and got[1].reason.startswith("similar")
+    assert len(c.stories[c.resolve(got[0].story_id)].sources) == 4
+
+
+def test_different_quakes_days_apart_stay_apart():
+    c = Clusterer()
+    stream(c, BACKGROUND)
+    first = [
+        c.add(item(i, t, T0 + timedelta(minutes=10 * i)))
+        for i, t in enumerate(
+            [
+                "Magnitude 6.8 earthquake strikes northern Chile",
+                "Strong 6.8 quake hits northern Chile",
+            ]
+        )
+    ]
+    later = T0 + timedelta(days=2)
+    second = [
+        c.add(item(10 + i, t, later + timedelta(minutes=10 * i)))
+        for i, t in enumerate(
+            ["Magnitude 5.1 earthquake shakes central Chile", "Central Chile hit by 5.1 earthquake"]
+        )
+    ]
+    assert c.resolve(first[0].story_id) == c.resolve(first[1].story_id)
+    assert c.resolve(second[0].story_id) == c.resolve(second[1].story_id)
+    assert c.resolve(first[0].story_id) != c.resolve(second[0].story_id)
+
+
+def test_different_figures_alone_keep_similar_headlines_apart():
+    """Same words, same hour, different magnitudes: the figures signal halves the score."""
+    on = Clusterer()
+    off = Clusterer(ClusterSettings(conflict_penalty=1.0))
+    for c in (on, off):
+        stream(c, BACKGROUND)
+    a = item(1, "Magnitude 6.8 earthquake strikes Chile", T0)
+    b = item(2, "Magnitude 5.1 earthquake strikes Chile", T0 + timedelta(minutes=30))
+    score_on, why_on = on.pair_score(a, b)
+    score_off, _ = off.pair_score(a, b)
+    assert why_on.different_figures
+    assert score_on == score_off * 0.5
+
+
+def test_years_signal():
+    c = Clusterer()
+    stream(c, BACKGROUND)
+    a = item(1, "Dock workers strike in 2017 over pay at Rotterdam port", T0)
+    b = item(2, "Rotterdam port dock workers strike over pay in 2018", T0 + timedelta(hours=1))
+    same = item(3, "Rotterdam port dock workers strike over pay in 2017", T0 + timedelta(hours=1))
+    s_diff, why = c.pair_score(a, b)
+    s_same, why_same = c.pair_score(a, same)
+    assert why.different_years and not why_same.different_years
+    assert s_diff < s_same
+
+
+def test_time_distance_lowers_the_score():
+    c = Clusterer()
+    stream(c, BACKGROUND)
+    a = item(1, "Rotterdam dock workers strike over pay", T0)
+    near = item(2, "Rotterdam dockers strike over pay", T0 + timedelta(hours=2))
+    far = item(3, "Rotterdam dockers strike over pay", T0 + timedelta(hours=30))
+    s_near, _ = c.pair_score(a, near)
+    s_far, why = c.pair_score(a, far)
+    assert s_far < s_near * 0.1
+    assert why.hours_apart == 30
+
+
+def test_no_chaining_through_one_member():
+    """A~B and B~C but A!~C: C joins only if it matches the story {A, B}, not B alone."""
+    c = Clusterer()
+    stream(c, BACKGROUND)
+    a = item(1, "Volcano erupts in Iceland near Grindavik town", T0)
+    b = item(
+        2,
+        "Iceland volcano erupts near Grindavik as Blue Lagoon spa shuts",
+        T0 + timedelta(minutes=20),
+    )
+    cc = item(3, "Blue Lagoon spa shuts doors to tourists", T0 + timedelta(minutes=40))
+    threshold = c.s.threshold
+    assert c.pair_score(a, b)[0] >= threshold  # A ~ B
+    assert c.pair_score(b, cc)[0] >= threshold  # B ~ C
+    assert c.pair_score(a, cc)[0] < threshold  # A !~ C
+    sa, sb, sc = (c.add(x) for x in (a, b, cc))
+    assert c.resolve(sa.story_id) == c.resolve(sb.story_id)
+    assert c.resolve(sc.story_id) != c.resolve(sa.story_id)
+
+
+def test_same_canonical_url_is_one_article_one_story():
+    c = Clusterer()
+    stream(c, BACKGROUND)
+    a = c.add(item(1, "Completely different headline words", T0, url="https://x.example/a"))
+    b = c.add(
+        item(2, "Nothing in common at all here", T0 + timedelta(hours=1), url="https://x.example/a")
+    )
+    assert b.reason == "same-url" and b.story_id == a.story_id
+
+
+def test_forced_story_and_blocks_are_respected():
+    c = Clusterer()
+    stream(c, BACKGROUND)
+    a = c.add(item(1, "Rotterdam dock workers strike over pay", T0), story_id=500)
+    assert a.story_id == 500 and a.reason == "manual"
+    c.add(item(2, "Rotterdam dockers strike over pay", T0), story_id=501)
+    c.block(500, 501)
+    c.add(item(3, "Rotterdam port strike over pay continues", T0 + timedelta(minutes=5)))
+    c.add(item(4, "Rotterdam dock strike over pay day two", T0 + timedelta(minutes=6)))
+    assert 500 in c.stories and 501 in c.stories  # never merged
+
+
+def test_deterministic():
+    def run():
+        c = Clusterer()
+        stream(c, BACKGROUND)
+        return [
+            c.resolve(c.add(item(i, t, T0 + timedelta(minutes=i))).story_id)
+            for i, t in enumerate(BACKGROUND * 2)
+        ]
+
+    assert run() == run()
+
+
+def test_old_stories_leave_memory():
+    c = Clusterer(ClusterSettings(window_hours=24))
+    for day in range(10):
+        for i, t in enumerate(BACKGROUND):
+            c.add(item(day * 100 + i, f"{t} day{day}", T0 + timedelta(days=day, minutes=i)))
+    c.evict((T0 + timedelta(days=9, hours=1)).timestamp())
+    assert len(c.stories) <= 2 * len(BACKGROUND)
+    assert all(st.last >= (T0 + timedelta(days=8)).timestamp() for st in c.stories.values())
