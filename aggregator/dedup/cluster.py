@@ -12,7 +12,7 @@ How an entry finds its story:
    ("same-url").
 2. Candidates, sublinearly: an inverted index from tokens to the stories that contain them.
    Only stories active within ``window_hours`` of the entry's time are kept in memory (older
-   ones are evicted), and tokens found in more than ``max_token_share`` of them are not looked
+   ones are evicted), and tokens found in more than ``max_postings`` of them are not looked
    up. Scoring is term-at-a-time over those postings, so the cost depends on the entry's
    informative tokens, not on how many entries the store holds.
 3. The entry is scored against the story itself, never against one member (no chaining).
@@ -71,14 +71,13 @@ class ClusterSettings:
     # Hours of distance from a story that cost nothing, and the half-life of the score beyond.
     time_grace_hours: float = 6.0
     time_half_life_hours: float = 6.0
-    # Tokens in more than this share of the active stories (and more than min_postings of
-    # them) are too common to look up.
-    max_token_share: float = 0.01
-    min_postings: int = 50
+    # Tokens found in more active stories than this are too common to look up (they still
+    # count when candidates are verified). Bounds the work per entry, whatever the store's size.
+    max_postings: int = 50
     # Only this many of an entry's most informative tokens are looked up in the index.
     lookup_tokens: int = 8
     # Candidate stories verified per entry (best by indexed weight).
-    candidates: int = 5
+    candidates: int = 3
     # Stories with fewer members than this need two shared words, not one, to take an entry
     # at full score (one shared word between two short titles is weak evidence).
     small_story: int = 3
@@ -99,8 +98,7 @@ class ClusterSettings:
             "conflict_penalty": (0, 1),
             "time_grace_hours": (0, 720),
             "time_half_life_hours": (0.1, 720),
-            "max_token_share": (0, 1),
-            "min_postings": (1, 1_000_000),
+            "max_postings": (1, 1_000_000),
             "lookup_tokens": (1, 1000),
             "candidates": (1, 100),
             "near_duplicate_ratio": (0, 101),
@@ -315,7 +313,7 @@ class Clusterer:
         if total <= 0:
             return None, 0.0, ""
         stories = self.stories
-        max_post = max(self.s.min_postings, int(self.s.max_token_share * len(stories)))
+        max_post = self.s.max_postings
         kappa = self.s.kappa
         acc: dict[StoryState, float] = defaultdict(float)
         skipped = 0.0  # weight of tokens not looked up: counted in the bound below
@@ -372,10 +370,11 @@ class Clusterer:
         return st.core
 
     def _core_weights(self, st: StoryState) -> tuple[list[tuple[str, float]], float]:
-        """The core weighted by idf * share; memoized per idf epoch."""
+        """The core weighted by idf * share; refreshed with the core (as the story grows) or
+        after 8 idf epochs, whichever comes first."""
         core = self._core(st)
         cw = st.core_weights
-        if cw is None or cw[0] != self._epoch:
+        if cw is None or self._epoch - cw[0] >= 8:
             idf = self.idf
             pairs = [(tok, idf(tok) * share) for tok, share in core]
             cw = st.core_weights = (self._epoch, pairs, sum(w for _, w in pairs))
@@ -435,7 +434,7 @@ class Clusterer:
             return None, 0.0
         acc: dict[StoryState, float] = defaultdict(float)
         kappa = self.s.kappa
-        max_post = max(self.s.min_postings, int(self.s.max_token_share * len(self.stories)))
+        max_post = self.s.max_postings
         for tok, w in q.items():
             plist = self.postings.get(tok, ())
             if len(plist) > max_post:
