@@ -25,9 +25,10 @@ sys.path.insert(0, str(HERE.parent))
 
 
 def run_one(n: int, days: float | None) -> dict:
+    from gen_entries import generate
+
     from aggregator.dedup import metrics
     from aggregator.dedup.cluster import Clusterer, Item
-    from gen_entries import generate
 
     buf = io.StringIO()
     generate(n, days or max(1.0, n / 30_000), 1, buf)

@@ -15,7 +15,36 @@ import random
 import sys
 from datetime import UTC, datetime, timedelta
 
-SYLLABLES = "ka lo mi ren tas vor bel chi dun fa gor hil ix jun kez lum nar ob pel quo rus sev tor ul vin wex yas zor".split()
+SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ren",
+    "tas",
+    "vor",
+    "bel",
+    "chi",
+    "dun",
+    "fa",
+    "gor",
+    "hil",
+    "ix",
+    "jun",
+    "kez",
+    "lum",
+    "nar",
+    "ob",
+    "pel",
+    "quo",
+    "rus",
+    "sev",
+    "tor",
+    "ul",
+    "vin",
+    "wex",
+    "yas",
+    "zor",
+]
 
 
 def word(rng: random.Random, n: int) -> str:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aggregator.config import Settings  # noqa: E402
-from aggregator.evaluate import evaluate_file, report_text  # noqa: E402
+from aggregator.config import Settings
+from aggregator.evaluate import evaluate_file, report_text
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aggregator.dedup.cluster import Clusterer, Item  # noqa: E402
+from aggregator.dedup.cluster import Clusterer, Item
 
 DEFAULT = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "semeval2022-task8-train-pairs.csv"

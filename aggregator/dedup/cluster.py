@@ -312,7 +312,6 @@ class Clusterer:
         weights, total = self._weights(f)
         if total <= 0:
             return None, 0.0, ""
-        stories = self.stories
         max_post = self.s.max_postings
         kappa = self.s.kappa
         acc: dict[StoryState, float] = defaultdict(float)
