@@ -165,9 +165,17 @@ def _hash(*parts: str | None) -> str:
     return h.hexdigest()
 
 
-def entry_key(guid: str | None, url: str | None, title: str | None, content: str | None) -> str:
-    """Identity of an entry within its feed: GUID/id, else canonical link, else a content hash."""
-    if guid and guid.strip():
+def entry_key(
+    guid: str | None,
+    url: str | None,
+    title: str | None,
+    content: str | None,
+    link: str | None = None,
+) -> str:
+    """Identity of an entry within its feed: GUID/id, else canonical link, else a content hash.
+    A GUID that is the entry's link itself (RSS permalink GUIDs) counts as the link, so the
+    identity does not depend on tracking parameters or on how a parser reports it."""
+    if guid and guid.strip() and not (url and link and guid.strip() == link.strip()):
         return "g:" + guid.strip()[:1000]
     if url:
         return "u:" + url
@@ -184,7 +192,12 @@ def normalize_entry(raw: RawEntry, feed_id: int, base_url: str | None, now: date
     published = to_utc(raw.published) or to_utc(raw.updated) or now
     if published > now + MAX_FUTURE:
         published = now
+    published = published.replace(microsecond=0)  # the store keeps whole seconds
     updated = to_utc(raw.updated)
+    if updated is not None:
+        updated = updated.replace(microsecond=0)
+        if updated == published:
+            updated = None
     link = raw.link.strip()[:4000] if raw.link else None
     if link and base_url and url and not link.lower().startswith(("http://", "https://")):
         link = urljoin(base_url, link)
@@ -193,8 +206,10 @@ def normalize_entry(raw: RawEntry, feed_id: int, base_url: str | None, now: date
     author = clean_text(raw.author)[:500] if raw.author else None
     return Entry(
         feed_id=feed_id,
-        key=entry_key(raw.guid, url, raw.title, raw.content_html or raw.summary_html),
-        guid=raw.guid.strip()[:1000] if raw.guid else None,
+        key=entry_key(raw.guid, url, raw.title, raw.content_html or raw.summary_html, raw.link),
+        guid=raw.guid.strip()[:1000]
+        if raw.guid and raw.guid.strip() != (raw.link or "").strip()
+        else None,
         url=url,
         link=link,
         title=title,
