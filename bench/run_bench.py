@@ -49,18 +49,26 @@ PEERS_VENV = HERE / ".peers-venv"
 
 
 def ensure_tools(tools: list[str]) -> None:
-    missing = [pkg for pkg, exe in (("nginx-light", "nginx"), ("newsboat", "newsboat"))
-               if (exe == "nginx" or "newsboat" in tools) and not shutil.which(exe)]
+    missing = [
+        pkg
+        for pkg, exe in (("nginx-light", "nginx"), ("newsboat", "newsboat"))
+        if (exe == "nginx" or "newsboat" in tools) and not shutil.which(exe)
+    ]
     if missing:
         print(f"installing {' '.join(missing)} (apt-get)", flush=True)
         subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *missing],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
     if "reader" in tools and not (PEERS_VENV / "bin" / "reader-ok").exists():
         print("installing reader into bench/.peers-venv (pip)", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
         # reader vendors feedparser, whose HTML handling imports sgmllib (sgmllib3k on PyPI)
-        subprocess.run([str(PEERS_VENV / "bin" / "pip"), "install", "-q", "reader", "sgmllib3k"], check=True)
+        subprocess.run(
+            [str(PEERS_VENV / "bin" / "pip"), "install", "-q", "reader", "sgmllib3k"], check=True
+        )
         (PEERS_VENV / "bin" / "reader-ok").write_text("")
 
 
@@ -105,7 +113,9 @@ http {{
         raise RuntimeError("nginx did not start")
 
     def __exit__(self, *exc) -> None:
-        subprocess.run(["nginx", "-p", str(self.work), "-c", str(self.conf), "-s", "quit"], check=False)
+        subprocess.run(
+            ["nginx", "-p", str(self.work), "-c", str(self.conf), "-s", "quit"], check=False
+        )
 
 
 # -- measuring --------------------------------------------------------------------------------
@@ -124,8 +134,12 @@ def measure(cmd: list[str], env: dict | None = None, cwd: Path | None = None) ->
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if p.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({p.returncode}): {stderr[-2000:]}")
-    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "peak_mb": ru.ru_maxrss / 1024,
-            "stdout": stdout}
+    return {
+        "wall": wall,
+        "cpu": ru.ru_utime + ru.ru_stime,
+        "peak_mb": ru.ru_maxrss / 1024,
+        "stdout": stdout,
+    }
 
 
 def size_mb(*paths: Path) -> float:
@@ -148,11 +162,23 @@ class Aggregator:
         self.config = work / "aggregator.toml"
         self.config.write_text(f"[fetch]\nconcurrency = {concurrency}\n")
         opml = work / "feeds.opml"
-        opml.write_text('<?xml version="1.0"?><opml version="2.0"><head><title>b</title></head><body>'
-                        + "".join(f'<outline type="rss" text="f" xmlUrl="{u}"/>' for u in urls)
-                        + "</body></opml>")
-        self.base = [sys.executable, "-m", "aggregator", "--db", str(self.db), "--config", str(self.config)]
-        subprocess.run([*self.base, "feeds", "import", str(opml)], check=True, capture_output=True, cwd=ROOT)
+        opml.write_text(
+            '<?xml version="1.0"?><opml version="2.0"><head><title>b</title></head><body>'
+            + "".join(f'<outline type="rss" text="f" xmlUrl="{u}"/>' for u in urls)
+            + "</body></opml>"
+        )
+        self.base = [
+            sys.executable,
+            "-m",
+            "aggregator",
+            "--db",
+            str(self.db),
+            "--config",
+            str(self.config),
+        ]
+        subprocess.run(
+            [*self.base, "feeds", "import", str(opml)], check=True, capture_output=True, cwd=ROOT
+        )
 
     def round(self) -> dict:
         return measure([*self.base, "update", "--no-progress"], cwd=ROOT)
@@ -180,8 +206,12 @@ class Reader:
         return measure([self.py, self.script, str(self.db), "update", str(self.concurrency)])
 
     def entries(self) -> int:
-        out = subprocess.run([self.py, self.script, str(self.db), "count"], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [self.py, self.script, str(self.db), "count"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         return int(out.strip())
 
     def store_mb(self) -> float:
@@ -202,8 +232,20 @@ class Newsboat:
         self.env = {**os.environ, "HOME": str(self.home)}
 
     def round(self) -> dict:
-        return measure(["newsboat", "-x", "reload", "-u", str(self.urls), "-c", str(self.cache),
-                        "-C", str(self.config)], env=self.env)
+        return measure(
+            [
+                "newsboat",
+                "-x",
+                "reload",
+                "-u",
+                str(self.urls),
+                "-c",
+                str(self.cache),
+                "-C",
+                str(self.config),
+            ],
+            env=self.env,
+        )
 
     def entries(self) -> int:
         return count_rows(self.cache, "rss_item")
@@ -236,19 +278,29 @@ def run_size(n: int, entries: int, tools: list[str], concurrency: int, work: Pat
                 m = t.round()
                 stored = t.entries()
                 row = {
-                    "tool": tool, "feeds": n, "round": round_name, "wall_s": round(m["wall"], 3),
-                    "cpu_s": round(m["cpu"], 3), "feeds_per_s": round(n / m["wall"], 1),
+                    "tool": tool,
+                    "feeds": n,
+                    "round": round_name,
+                    "wall_s": round(m["wall"], 3),
+                    "cpu_s": round(m["cpu"], 3),
+                    "feeds_per_s": round(n / m["wall"], 1),
                     "new_entries": stored - before,
                     "entries_per_s": round((stored - before) / m["wall"], 1),
-                    "peak_mb": round(m["peak_mb"], 1), "store_mb": round(t.store_mb(), 1),
+                    "peak_mb": round(m["peak_mb"], 1),
+                    "store_mb": round(t.store_mb(), 1),
                 }
                 if round_name == "cold" and row["new_entries"] < n * entries * 0.9:
-                    raise RuntimeError(f"{tool} stored only {row['new_entries']} entries in the cold "
-                                       f"round (expected {n * entries}); see {work}")
+                    raise RuntimeError(
+                        f"{tool} stored only {row['new_entries']} entries in the cold "
+                        f"round (expected {n * entries}); see {work}"
+                    )
                 before = stored
                 rows.append(row)
-                print(f"  {tool:10s} {round_name:12s} wall {row['wall_s']:8.2f}s  cpu {row['cpu_s']:8.2f}s  "
-                      f"new entries {row['new_entries']:7d}  peak {row['peak_mb']:7.1f} MB", flush=True)
+                print(
+                    f"  {tool:10s} {round_name:12s} wall {row['wall_s']:8.2f}s  cpu {row['cpu_s']:8.2f}s  "
+                    f"new entries {row['new_entries']:7d}  peak {row['peak_mb']:7.1f} MB",
+                    flush=True,
+                )
     return rows
 
 
@@ -260,9 +312,15 @@ def ratios(rows: list[dict]) -> list[dict]:
             continue
         a = ours.get((r["feeds"], r["round"]))
         if a:
-            out.append({"feeds": r["feeds"], "round": r["round"], "peer": r["tool"],
-                        "wall_ratio": round(r["wall_s"] / a["wall_s"], 2),
-                        "cpu_ratio": round(r["cpu_s"] / a["cpu_s"], 2) if a["cpu_s"] else None})
+            out.append(
+                {
+                    "feeds": r["feeds"],
+                    "round": r["round"],
+                    "peer": r["tool"],
+                    "wall_ratio": round(r["wall_s"] / a["wall_s"], 2),
+                    "cpu_ratio": round(r["cpu_s"] / a["cpu_s"], 2) if a["cpu_s"] else None,
+                }
+            )
     return out
 
 
@@ -270,12 +328,16 @@ def print_table(rows: list[dict], rat: list[dict]) -> None:
     head = f"{'feeds':>6} {'tool':10} {'round':12} {'wall s':>8} {'cpu s':>8} {'feeds/s':>9} {'entries/s':>10} {'peak MB':>8} {'store MB':>9}"
     print("\n" + head + "\n" + "-" * len(head))
     for r in rows:
-        print(f"{r['feeds']:>6} {r['tool']:10} {r['round']:12} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} "
-              f"{r['feeds_per_s']:>9.1f} {r['entries_per_s']:>10.1f} {r['peak_mb']:>8.1f} {r['store_mb']:>9.1f}")
+        print(
+            f"{r['feeds']:>6} {r['tool']:10} {r['round']:12} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} "
+            f"{r['feeds_per_s']:>9.1f} {r['entries_per_s']:>10.1f} {r['peak_mb']:>8.1f} {r['store_mb']:>9.1f}"
+        )
     if rat:
         print("\npeer time / aggregator time (above 1: aggregator is faster)")
         for x in rat:
-            print(f"  {x['feeds']:>6} feeds  {x['round']:12} vs {x['peer']:9}: wall x{x['wall_ratio']}, cpu x{x['cpu_ratio']}")
+            print(
+                f"  {x['feeds']:>6} feeds  {x['round']:12} vs {x['peer']:9}: wall x{x['wall_ratio']}, cpu x{x['cpu_ratio']}"
+            )
 
 
 def main() -> None:
@@ -293,7 +355,10 @@ def main() -> None:
     for n in args.feeds:
         work = Path(tempfile.mkdtemp(prefix=f"bench-{n}-", dir=args.keep))
         work.chmod(0o755)  # nginx's workers run as an unprivileged user
-        print(f"N = {n} feeds x {args.entries} entries, concurrency {args.concurrency} (work: {work})", flush=True)
+        print(
+            f"N = {n} feeds x {args.entries} entries, concurrency {args.concurrency} (work: {work})",
+            flush=True,
+        )
         try:
             rows += run_size(n, args.entries, tools, args.concurrency, work)
         finally:
@@ -303,7 +368,16 @@ def main() -> None:
     print_table(rows, rat)
     out = args.out or HERE / "results" / f"peers-{'-'.join(map(str, args.feeds))}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "ratios": rat, "args": vars(args) | {"out": str(out), "keep": str(args.keep)}}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "ratios": rat,
+                "args": vars(args) | {"out": str(out), "keep": str(args.keep)},
+            },
+            indent=2,
+        )
+    )
     print(f"\nwritten {out}")
 
 

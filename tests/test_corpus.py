@@ -99,7 +99,17 @@ def test_fast_parser_reads_what_feedparser_reads():
         url = f"http://127.0.0.1/{path.name}"
         slow = normalize_feed(_parse_xml(body, url, None), 1, url, NOW)
         quick = normalize_feed(fast, 1, url, NOW)
-        fields = ("key", "guid", "url", "link", "title", "summary", "author", "published", "updated")
+        fields = (
+            "key",
+            "guid",
+            "url",
+            "link",
+            "title",
+            "summary",
+            "author",
+            "published",
+            "updated",
+        )
         assert [tuple(getattr(e, f) for f in fields) for e in quick] == [
             tuple(getattr(e, f) for f in fields) for e in slow
         ], path.name

@@ -187,6 +187,8 @@ class Clusterer:
         self._horizon = -math.inf  # latest entry time seen, for eviction
         self._idf: dict[str, float] = {}
         self._n_log = 2.0
+        self._docs_log = 2.0
+        self.docs = 0  # entries seen
         self._epoch = 0
         self._lift = self.s.near_duplicate_ratio / 100.0
 
@@ -253,11 +255,17 @@ class Clusterer:
     # -- internals --------------------------------------------------------------------------------
 
     def idf(self, token: str) -> float:
-        """Inverse story frequency over the active window. Memoized for ``IDF_EPOCH`` adds:
-        one entry moves these statistics very little."""
+        """How informative a token is: the lower of its inverse story frequency (over the
+        active stories) and its inverse entry frequency (over the entries seen). The first
+        makes a name concentrated in a few stories weigh much even when those stories are big;
+        the second keeps a word found in a large share of all entries cheap even when the
+        stories happen to be few, which stops one story from swallowing the stream. Memoized
+        for ``IDF_EPOCH`` adds: one entry moves these statistics very little."""
         v = self._idf.get(token)
         if v is None:
-            v = self._idf[token] = math.log(self._n_log / (self.sf.get(token, 0) + 1))
+            isf = math.log(self._n_log / (self.sf.get(token, 0) + 1))
+            ief = math.log(self._docs_log / (self.df.get(token, 0) + 1))
+            v = self._idf[token] = min(isf, ief)
         return v
 
     def _weights(self, f: Features) -> tuple[dict[str, float], float]:
@@ -282,6 +290,7 @@ class Clusterer:
         return st
 
     def _join(self, st: StoryState, item: Item, f: Features, t: float) -> None:
+        self.docs += 1
         df, sf, postings, tokens = self.df, self.sf, self.postings, st.tokens
         for tok, w in f.weights.items():
             df[tok] += 1
@@ -499,6 +508,7 @@ class Clusterer:
         if self._adds % IDF_EPOCH == 0 or self._adds < IDF_EPOCH:
             self._idf.clear()
             self._n_log = len(self.stories) + 2.0
+            self._docs_log = self.docs + 2.0
             self._epoch += 1
         if t > self._horizon:
             self._horizon = t
