@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -124,7 +126,7 @@ class Aggregator:
             note = f"added, but the first fetch failed: {fetched.error or fetched.outcome.value}"
         feed = self.store.add_feed(url, title, self.clock())
         fetched = replace(fetched, feed_id=feed.id)
-        res = pipeline.process_result(self.store, fetched, self.clock())
+        res = pipeline.process_result(self.store, fetched, self.clock(), self.settings)
         if res.outcome is Outcome.PARSE_ERROR and note is None:
             note = f"added, but it could not be read as a feed: {res.error}"
         return AddResult(self.store.get_feed(feed.id), note, res)
@@ -180,11 +182,63 @@ class Aggregator:
         feeds: Sequence[str | int] | None = None,
         on_result: Callable[[FeedUpdateResult], None] | None = None,
         on_start: Callable[[int], None] | None = None,
+        due_only: bool = False,
+        stop: threading.Event | None = None,
     ) -> RoundSummary:
+        """One round: every live feed (or the given ones, or with ``due_only`` the ones whose
+        scheduled check has come), then clustering. ``stop`` cancels fetches in flight."""
         ids = [self.feed(f).id for f in feeds] if feeds else None
         return pipeline.update(
-            self.store, self.settings, self.clock, ids, on_result, on_start, self.clustering
+            self.store,
+            self.settings,
+            self.clock,
+            ids,
+            on_result,
+            on_start,
+            self.clustering,
+            due_only=due_only,
+            stop=stop,
         )
+
+    def enable_feed(self, ref: str | int) -> Feed:
+        feed = self.feed(ref)
+        self.store.enable_feed(feed.id)
+        return self.store.get_feed(feed.id)
+
+    def status(self) -> dict:
+        now = self.clock()
+        last = self.store.get_meta("last_round")
+        stats = self.store.stats()
+        return {
+            "feeds": self.store.feed_counts(now),
+            "entries": stats.entries,
+            "stories": self.store.story_count(),
+            "store_bytes": stats.size_bytes,
+            "last_round": json.loads(last) if last else None,
+        }
+
+    def record_round(self, summary: RoundSummary) -> None:
+        self.store.set_meta(
+            "last_round",
+            json.dumps(
+                {
+                    "finished_at": summary.finished_at.isoformat(),
+                    "seconds": round((summary.finished_at - summary.started_at).total_seconds(), 3),
+                    "feeds": len(summary.results),
+                    "ok": summary.ok,
+                    "not_modified": summary.not_modified,
+                    "failed": summary.failed,
+                    "new_entries": summary.new_entries,
+                    "clustered": summary.clustered,
+                    "summary": summary.line(),
+                }
+            ),
+        )
+
+    def cleanup(self) -> tuple[int, int]:
+        """Retention: remove entries and stories older than daemon.retention_days."""
+        cutoff = self.clock() - timedelta(days=self.settings.daemon.retention_days)
+        return self.store.remove_older_than(cutoff)
 
     def cluster(self) -> ClusterSummary:
         """Place every stored entry that has no story yet (``update`` does this itself)."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .dedup.cluster import ClusterSettings
+from .scheduling import ScheduleSettings
 from .errors import ConfigError
 
 ENV_DB = "AGGREGATOR_DB"
@@ -37,6 +38,8 @@ class FetchSettings:
     max_redirects: int = 5
     # Feeds fetched at once. httpx's CPU per request grows with concurrency; keep it modest.
     concurrency: int = 16
+    # Feeds fetched at once from one host (0: no per-host limit).
+    per_host: int = 4
     # Appended to the User-Agent, e.g. a contact URL or e-mail for server operators.
     user_agent_contact: str = ""
 
@@ -46,6 +49,7 @@ class FetchSettings:
         _check_range("fetch.max_body_bytes", self.max_body_bytes, 1024, 1024**3)
         _check_range("fetch.max_redirects", self.max_redirects, 0, 20)
         _check_range("fetch.concurrency", self.concurrency, 1, 256)
+        _check_range("fetch.per_host", self.per_host, 0, 256)
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,30 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class DaemonSettings:
+    # Seconds between the daemon's looks for due feeds.
+    tick_seconds: float = 30.0
+    # Entries (and stories with no newer entry) older than this many days are removed.
+    retention_days: float = 90.0
+    # Port for Prometheus metrics and /healthz on 127.0.0.1 (0: off).
+    metrics_port: int = 0
+    # Seconds a stopping daemon waits for the round in progress before it gives up on it.
+    stop_timeout_seconds: float = 20.0
+
+    def validate(self) -> None:
+        _check_range("daemon.tick_seconds", self.tick_seconds, 0.05, 86400)
+        _check_range("daemon.retention_days", self.retention_days, 1, 36500)
+        _check_range("daemon.metrics_port", self.metrics_port, 0, 65535)
+        _check_range("daemon.stop_timeout_seconds", self.stop_timeout_seconds, 1, 3600)
+
+
+@dataclass(frozen=True)
 class Settings:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
 
     def validate(self) -> Settings:
         for f in dataclasses.fields(self):

@@ -89,6 +89,25 @@ def parse_retry_after(value: str | None, now: datetime) -> datetime | None:
     return max(now, min(when, now + MAX_RETRY_AFTER))
 
 
+def parse_max_age(headers, now: datetime) -> int | None:
+    """Seconds the response may be reused: Cache-Control max-age (or s-maxage), else Expires."""
+    cc = headers.get("cache-control", "")
+    for part in cc.split(","):
+        name, _, value = part.strip().partition("=")
+        if name.lower() in ("max-age", "s-maxage") and value.strip().strip('"').isdigit():
+            return int(value.strip().strip('"'))
+    expires = headers.get("expires")
+    if expires:
+        try:
+            when = parsedate_to_datetime(expires)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0, int((when - now).total_seconds()))
+    return None
+
+
 class _TooLarge(Exception):
     pass
 
@@ -215,6 +234,7 @@ async def _exchange(client, req: FetchRequest, settings: FetchSettings, now, res
             moved = url if (hops and permanent) else None
             common = dict(url=url, permanent_url=moved, status_code=status)
             if status == 304:
+                common["max_age_seconds"] = parse_max_age(resp.headers, now)
                 return result(
                     Outcome.NOT_MODIFIED,
                     etag=req.etag,
@@ -253,6 +273,7 @@ async def _exchange(client, req: FetchRequest, settings: FetchSettings, now, res
             etag = resp.headers.get("etag")
             last_modified = resp.headers.get("last-modified")
             ctype = resp.headers.get("content-type")
+            common["max_age_seconds"] = parse_max_age(resp.headers, now)
             if req.body_hash and body_hash == req.body_hash:
                 return result(
                     Outcome.NOT_MODIFIED,

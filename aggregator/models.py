@@ -44,6 +44,10 @@ class Feed:
     gone: bool = False
     previous_urls: tuple[str, ...] = ()
     entry_count: int = 0
+    next_check_at: datetime | None = None
+    consecutive_errors: int = 0
+    disabled_reason: str | None = None
+    schedule_reason: str | None = None
 
     @property
     def display_title(self) -> str:
@@ -75,6 +79,7 @@ class FetchResult:
     etag: str | None = None
     last_modified: str | None = None
     retry_after: datetime | None = None
+    max_age_seconds: int | None = None  # Cache-Control max-age / Expires
     error: str | None = None
     elapsed: float = 0.0
 
@@ -100,7 +105,7 @@ class ParsedFeed:
     link: str | None
     entries: tuple[RawEntry, ...]
     warning: str | None = None  # set when the feed was only partly readable (bozo)
-    ttl_minutes: int | None = None
+    ttl_minutes: int | None = None  # RSS <ttl> or sy:updatePeriod/updateFrequency, the larger
 
 
 @dataclass(frozen=True, slots=True)

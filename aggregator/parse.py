@@ -83,11 +83,7 @@ def _parse_xml(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
         raise ParseError(f"feed could not be read: {warning}")
     f = d.feed
     entries = tuple(_entry_from_feedparser(e) for e in d.entries)
-    ttl = None
-    try:
-        ttl = int(f.get("ttl")) if f.get("ttl") else None
-    except (TypeError, ValueError):
-        ttl = None
+    ttl = _feed_interval(f)
     return ParsedFeed(
         format=d.get("version") or "unknown",
         title=f.get("title") or None,
@@ -175,6 +171,28 @@ def parse_fast(body: bytes) -> ParsedFeed | None:
         link=feed.get("link") or None,
         entries=tuple(entries),
     )
+
+
+_PERIOD_MINUTES = {"hourly": 60, "daily": 1440, "weekly": 10080, "monthly": 43200, "yearly": 525600}
+
+
+def _feed_interval(f) -> int | None:
+    """Minutes the feed asks readers to wait: RSS <ttl>, or sy:updatePeriod / updateFrequency."""
+    out = []
+    try:
+        if f.get("ttl"):
+            out.append(int(str(f.get("ttl")).strip()))
+    except (TypeError, ValueError):
+        pass
+    period = str(f.get("sy_updateperiod") or "").strip().lower()
+    if period in _PERIOD_MINUTES:
+        try:
+            freq = max(1, int(str(f.get("sy_updatefrequency") or "1").strip()))
+        except ValueError:
+            freq = 1
+        out.append(_PERIOD_MINUTES[period] // freq)
+    out = [m for m in out if m > 0]
+    return max(out) if out else None
 
 
 def _struct_to_dt(t) -> datetime | None:

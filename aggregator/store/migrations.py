@@ -93,3 +93,19 @@ MIGRATIONS.append(
         """,
     )
 )
+
+MIGRATIONS.append(
+    (
+        3,
+        "scheduling",
+        """
+        ALTER TABLE feeds ADD COLUMN next_check_at INTEGER;
+        ALTER TABLE feeds ADD COLUMN consecutive_errors INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE feeds ADD COLUMN disabled_reason TEXT;
+        ALTER TABLE feeds ADD COLUMN disabled_at INTEGER;
+        ALTER TABLE feeds ADD COLUMN feed_interval_minutes INTEGER;
+        ALTER TABLE feeds ADD COLUMN schedule_reason TEXT;
+        CREATE INDEX feeds_next_check ON feeds (next_check_at) WHERE gone = 0 AND disabled_reason IS NULL
+        """,
+    )
+)

@@ -108,7 +108,7 @@ class SQLiteStore(StoryStoreMixin):
     _FEED_COLS = (
         "id, url, title, user_title, site_url, added_at, etag, last_modified, body_hash, "
         "last_status, last_http_status, last_error, last_fetched_at, last_ok_at, retry_after, "
-        "gone, previous_urls"
+        "gone, previous_urls, next_check_at, consecutive_errors, disabled_reason, schedule_reason"
     )
 
     def _feed(self, row, entry_count: int = 0) -> Feed:
@@ -131,6 +131,10 @@ class SQLiteStore(StoryStoreMixin):
             gone=bool(row[15]),
             previous_urls=tuple(json.loads(row[16] or "[]")),
             entry_count=entry_count,
+            next_check_at=_dt(row[17]),
+            consecutive_errors=row[18],
+            disabled_reason=row[19],
+            schedule_reason=row[20],
         )
 
     def add_feed(self, url: str, title: str | None, now: datetime) -> Feed:
@@ -177,14 +181,22 @@ class SQLiteStore(StoryStoreMixin):
         with self._write() as db:
             db.execute("UPDATE feeds SET user_title = ? WHERE id = ?", (title, feed_id))
 
-    def fetch_requests(self, feed_ids: Sequence[int] | None = None) -> list[FetchRequest]:
+    def fetch_requests(
+        self, feed_ids: Sequence[int] | None = None, due_before: datetime | None = None
+    ) -> list[FetchRequest]:
+        """Feeds to fetch: not gone, not disabled; with ``due_before``, only those whose next
+        check is due by then (or never scheduled)."""
         sql = (
-            "SELECT id, url, etag, last_modified, body_hash, retry_after FROM feeds WHERE gone = 0"
+            "SELECT id, url, etag, last_modified, body_hash, retry_after FROM feeds"
+            " WHERE gone = 0 AND disabled_reason IS NULL"
         )
         params: list = []
+        if due_before is not None:
+            sql += " AND (next_check_at IS NULL OR next_check_at <= ?)"
+            params.append(_ts(due_before))
         if feed_ids is not None:
             sql += f" AND id IN ({','.join('?' * len(feed_ids))})"
-            params = list(feed_ids)
+            params.extend(feed_ids)
         return [
             FetchRequest(*r[:5], retry_after=_dt(r[5]))
             for r in self.db.execute(sql + " ORDER BY id", params)
@@ -220,7 +232,8 @@ class SQLiteStore(StoryStoreMixin):
             if outcome.failed:
                 sets["last_error"] = (error or fetch.error or outcome.value)[:1000]
                 db.execute(
-                    "UPDATE feeds SET error_since = coalesce(error_since, ?) WHERE id = ?",
+                    "UPDATE feeds SET error_since = coalesce(error_since, ?),"
+                    " consecutive_errors = consecutive_errors + 1 WHERE id = ?",
                     (now_ts, fetch.feed_id),
                 )
                 if outcome is Outcome.GONE:
@@ -230,6 +243,7 @@ class SQLiteStore(StoryStoreMixin):
                     last_error=(parsed.warning if parsed else None),
                     last_ok_at=now_ts,
                     error_since=None,
+                    consecutive_errors=0,
                     etag=fetch.etag,
                     last_modified=fetch.last_modified,
                     body_hash=fetch.body_hash,
@@ -237,6 +251,7 @@ class SQLiteStore(StoryStoreMixin):
                 if parsed is not None:
                     sets["title"] = parsed.title
                     sets["site_url"] = parsed.link
+                    sets["feed_interval_minutes"] = parsed.ttl_minutes
                 if fetch.permanent_url and fetch.permanent_url != row[0]:
                     taken = db.execute(
                         "SELECT 1 FROM feeds WHERE url = ?", (fetch.permanent_url,)
@@ -315,6 +330,90 @@ class SQLiteStore(StoryStoreMixin):
                 updates,
             )
         return len(inserts), len(updates)
+
+    # -- scheduling -------------------------------------------------------------------------------
+
+    def schedule_state(self, feed_id: int, now: datetime):
+        """(consecutive errors, error since, entries per day over the last week, the feed's own
+        interval in minutes) for the scheduling rule; None when the feed is gone."""
+        row = self.db.execute(
+            "SELECT consecutive_errors, error_since, feed_interval_minutes FROM feeds WHERE id = ?",
+            (feed_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        week = self.db.execute(
+            "SELECT count(*) FROM entries WHERE feed_id = ? AND published >= ?",
+            (feed_id, _ts(now) - 7 * 86400),
+        ).fetchone()[0]
+        return row[0], _dt(row[1]), (week / 7.0 if week else None), row[2]
+
+    def set_schedule(
+        self,
+        feed_id: int,
+        next_check_at: datetime,
+        reason: str,
+        disabled_reason: str | None,
+        now: datetime,
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE feeds SET next_check_at = ?, schedule_reason = ?,"
+                " disabled_reason = coalesce(?, disabled_reason),"
+                " disabled_at = CASE WHEN ? IS NULL THEN disabled_at ELSE ? END WHERE id = ?",
+                (_ts(next_check_at), reason, disabled_reason, disabled_reason, _ts(now), feed_id),
+            )
+
+    def enable_feed(self, feed_id: int) -> None:
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE feeds SET disabled_reason = NULL, disabled_at = NULL, gone = 0,"
+                " consecutive_errors = 0, error_since = NULL, next_check_at = NULL,"
+                " retry_after = NULL WHERE id = ?",
+                (feed_id,),
+            ).rowcount
+        if not changed:
+            raise FeedNotFoundError(f"no feed {feed_id}; see `aggregator feeds list`")
+
+    def feed_counts(self, now: datetime) -> dict[str, int]:
+        live = "gone = 0 AND disabled_reason IS NULL"
+        row = self.db.execute(
+            f"SELECT count(*),"
+            f" sum({live} AND (next_check_at IS NULL OR next_check_at <= ?)),"
+            f" sum({live} AND consecutive_errors > 0),"
+            " sum(disabled_reason IS NOT NULL OR gone = 1) FROM feeds",
+            (_ts(now),),
+        ).fetchone()
+        return {
+            "total": row[0],
+            "due": row[1] or 0,
+            "failing": row[2] or 0,
+            "disabled": row[3] or 0,
+        }
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def remove_older_than(self, cutoff: datetime) -> tuple[int, int]:
+        """Retention: delete entries published before ``cutoff`` unless their story has a
+        newer member, then the stories left empty. Returns (entries, stories) deleted."""
+        c = _ts(cutoff)
+        with self._write() as db:
+            entries = db.execute(
+                "DELETE FROM entries WHERE published < ? AND (story_id IS NULL OR story_id NOT IN"
+                " (SELECT story_id FROM entries WHERE story_id IS NOT NULL AND published >= ?))",
+                (c, c),
+            ).rowcount
+            stories = db.execute(
+                "DELETE FROM stories WHERE NOT EXISTS"
+                " (SELECT 1 FROM entries e WHERE e.story_id = stories.id)"
+            ).rowcount
+        return entries, stories
 
     # -- queries --------------------------------------------------------------------------------
 

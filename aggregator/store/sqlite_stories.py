@@ -56,6 +56,9 @@ class StoryStoreMixin:
     def story_blocks(self) -> list[tuple[int, int]]:
         return [(a, b) for a, b in self.db.execute("SELECT a, b FROM story_blocks")]
 
+    def story_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM stories").fetchone()[0]
+
     def next_story_id(self) -> int:
         return (self.db.execute("SELECT max(id) FROM stories").fetchone()[0] or 0) + 1
 
