@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .dedup.cluster import ClusterSettings
-from .scheduling import ScheduleSettings
 from .errors import ConfigError
+from .scheduling import ScheduleSettings
 
 ENV_DB = "AGGREGATOR_DB"
 ENV_CONFIG = "AGGREGATOR_CONFIG"

@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
-from urllib.parse import urlsplit
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from .clustering import ClusteringStage
 from .config import Settings

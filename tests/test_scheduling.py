@@ -13,7 +13,10 @@ H = timedelta(hours=1)
 M = timedelta(minutes=1)
 
 
-def decide(outcome=Outcome.OK, s=NOJIT, hints=Hints(), **state) -> Decision:
+NO_HINTS = Hints()
+
+
+def decide(outcome=Outcome.OK, s=NOJIT, hints=NO_HINTS, **state) -> Decision:
     return next_check(NOW, outcome, FeedState(feed_id=state.pop("feed_id", 1), **state), hints, s)
 
 

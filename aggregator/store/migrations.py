@@ -105,7 +105,8 @@ MIGRATIONS.append(
         ALTER TABLE feeds ADD COLUMN disabled_at INTEGER;
         ALTER TABLE feeds ADD COLUMN feed_interval_minutes INTEGER;
         ALTER TABLE feeds ADD COLUMN schedule_reason TEXT;
-        CREATE INDEX feeds_next_check ON feeds (next_check_at) WHERE gone = 0 AND disabled_reason IS NULL
+        CREATE INDEX feeds_next_check ON feeds (next_check_at)
+            WHERE gone = 0 AND disabled_reason IS NULL
         """,
     )
 )
