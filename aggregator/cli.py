@@ -127,15 +127,21 @@ def feeds():
 
 
 def feed_row(f: Feed) -> dict:
+    if f.disabled_reason:
+        status = "disabled"
+    else:
+        status = ("gone" if f.gone else f.last_status) or "never fetched"
     return {
         "id": f.id,
         "title": f.display_title,
         "url": f.url,
-        "status": ("gone" if f.gone else f.last_status) or "never fetched",
+        "status": status,
         "http": f.last_http_status,
         "last_fetched": f.last_fetched_at,
+        "next_check": f.next_check_at,
         "entries": f.entry_count,
-        "last_error": f.last_error,
+        "last_error": f.disabled_reason or f.last_error,
+        "schedule": f.schedule_reason,
         "previous_urls": list(f.previous_urls),
     }
 
@@ -160,6 +166,15 @@ def feeds_add(state: State, url: str, title: str | None, no_check: bool):
 def feeds_list(state: State):
     """List feeds with their last status and last error."""
     return [feed_row(f) for f in state.agg().feeds()]
+
+
+@feeds.command("enable")
+@click.argument("feed")
+@click.pass_obj
+def feeds_enable(state: State, feed: str):
+    """Turn a disabled (or gone) feed back on; it is fetched at the next round."""
+    f = state.agg().enable_feed(feed)
+    click.echo(f"enabled feed {f.id}: {f.url}")
 
 
 @feeds.command("remove")
@@ -199,22 +214,26 @@ def feeds_export(state: State):
     "--feed", "feed_refs", multiple=True, metavar="URL|ID", help="Only this feed (repeatable)."
 )
 @click.option(
+    "--due", is_flag=True, help="Only feeds whose scheduled check has come (as the daemon does)."
+)
+@click.option(
     "--progress/--no-progress", default=None, help="Progress bar (default: on a terminal)."
 )
 @click.pass_obj
-def update(state: State, feed_refs: tuple[str, ...], progress: bool | None):
+def update(state: State, feed_refs: tuple[str, ...], due: bool, progress: bool | None):
     """Fetch every feed (or the given ones) once, concurrently, and store new entries.
 
     Exits 0 even when some feeds fail; their errors are in `aggregator feeds list`."""
     agg = state.agg()
     show = sys.stderr.isatty() if progress is None else progress
-    summary = _run_update(agg, list(feed_refs) or None, show)
+    summary = _run_update(agg, list(feed_refs) or None, show, due)
+    agg.record_round(summary)
     click.echo(summary.line())
 
 
-def _run_update(agg: Aggregator, feed_refs, show_progress: bool):
+def _run_update(agg: Aggregator, feed_refs, show_progress: bool, due: bool = False):
     if not show_progress:
-        return agg.update(feed_refs)
+        return agg.update(feed_refs, due_only=due)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -225,6 +244,7 @@ def _run_update(agg: Aggregator, feed_refs, show_progress: bool):
             feed_refs,
             on_start=lambda n: bar.update(task, total=n),
             on_result=lambda r: bar.advance(task),
+            due_only=due,
         )
 
 
@@ -427,6 +447,76 @@ def eval_command(state: State, file: Path, as_json: bool, assignments: Path | No
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(report_text(report))
+
+
+# -- the daemon -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Run one round of due feeds and exit.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default=None,
+    help="Log format on stderr (default: text on a terminal, json otherwise).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics and /healthz on 127.0.0.1:PORT (default: config).",
+)
+@click.option(
+    "--tick",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Seconds between looks for due feeds (default: config, 30).",
+)
+@click.pass_obj
+def run(
+    state: State, once: bool, log_format: str | None, metrics_port: int | None, tick: float | None
+):
+    """Run the daemon in the foreground: poll feeds on their schedule until stopped.
+
+    SIGTERM or SIGINT stops it cleanly; SIGHUP reloads the configuration file."""
+    from .daemon import run_daemon
+
+    fmt = log_format or ("text" if sys.stderr.isatty() else "json")
+    code = run_daemon(
+        state.db,
+        state.config,
+        once=once,
+        log_format=fmt,
+        metrics_port=metrics_port,
+        tick_seconds=tick,
+    )
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_obj
+def status(state: State, as_json: bool):
+    """Feeds total/due/failing/disabled, the last round, and the store's size."""
+    import json
+
+    s = state.agg().status()
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    f = s["feeds"]
+    click.echo(
+        f"feeds    {f['total']} total, {f['due']} due, {f['failing']} failing, "
+        f"{f['disabled']} disabled"
+    )
+    click.echo(
+        f"store    {s['entries']} entries, {s['stories']} stories, {s['store_bytes'] / 1e6:.1f} MB"
+    )
+    last = s["last_round"]
+    click.echo(
+        f"last     {last['finished_at']}: {last['summary']}" if last else "last     no round yet"
+    )
 
 
 # -- demo -----------------------------------------------------------------------------------------

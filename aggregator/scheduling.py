@@ -3,9 +3,9 @@
     decision = next_check(now, outcome, state, hints, settings)
     decision.next_check_at, decision.interval, decision.reason, decision.disable
 
-- A healthy feed is polled about as often as it publishes (the gap between its entries over the
-  last week), clamped to [min_interval, max_interval]; ``default_interval`` when it has no
-  history.
+- A healthy feed is polled about as often as it publishes (entries per day: the last week's
+  average, or the last 24 hours if busier), clamped to [min_interval, max_interval];
+  ``default_interval`` when it has no history.
 - Never sooner than the feed or server allows: Cache-Control max-age / Expires, RSS <ttl>,
   sy:updatePeriod (each capped at max_interval, so a bogus "one year" cannot silence a feed),
   nor before Retry-After.

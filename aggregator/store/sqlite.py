@@ -334,19 +334,22 @@ class SQLiteStore(StoryStoreMixin):
     # -- scheduling -------------------------------------------------------------------------------
 
     def schedule_state(self, feed_id: int, now: datetime):
-        """(consecutive errors, error since, entries per day over the last week, the feed's own
-        interval in minutes) for the scheduling rule; None when the feed is gone."""
+        """(consecutive errors, error since, entries per day (the week's average, or the last
+        24 hours' count if higher), the feed's own interval in minutes) for the scheduling
+        rule; None when the feed is gone."""
         row = self.db.execute(
             "SELECT consecutive_errors, error_since, feed_interval_minutes FROM feeds WHERE id = ?",
             (feed_id,),
         ).fetchone()
         if row is None:
             return None
-        week = self.db.execute(
-            "SELECT count(*) FROM entries WHERE feed_id = ? AND published >= ?",
-            (feed_id, _ts(now) - 7 * 86400),
-        ).fetchone()[0]
-        return row[0], _dt(row[1]), (week / 7.0 if week else None), row[2]
+        week, day = self.db.execute(
+            "SELECT count(*), sum(published >= ?) FROM entries"
+            " WHERE feed_id = ? AND published >= ?",
+            (_ts(now) - 86400, feed_id, _ts(now) - 7 * 86400),
+        ).fetchone()
+        rate = max(week / 7.0, float(day or 0))  # a feed that got busy today counts as busy
+        return row[0], _dt(row[1]), (rate or None), row[2]
 
     def set_schedule(
         self,
