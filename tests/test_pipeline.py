@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from werkzeug import Request, Response
 
 from aggregator.api import Aggregator
@@ -174,3 +176,28 @@ def test_same_canonical_link_in_one_feed_without_guid_is_one_entry(server, tmp_p
     with open_agg(tmp_path) as agg:
         agg.add_feed(server.url_for("/a"), check=False)
         assert agg.update().new_entries == 1
+
+
+@pytest.mark.parametrize(("per_host", "most"), [(2, 2), (0, 6)])
+def test_per_host_limit(server, tmp_path, per_host, most):
+    """At most fetch.per_host requests at once to one host, whatever the global limit."""
+    lock = threading.Lock()
+    state = {"now": 0, "max": 0}
+
+    def handler(request):
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        time.sleep(0.4)
+        with lock:
+            state["now"] -= 1
+        return Response(rss("X", []))
+
+    for i in range(6):
+        server.expect_request(f"/f{i}.xml").respond_with_handler(handler)
+    settings = Settings(fetch=FetchSettings(concurrency=16, per_host=per_host, total_timeout=10))
+    with open_agg(tmp_path, settings=settings) as agg:
+        for i in range(6):
+            agg.add_feed(server.url_for(f"/f{i}.xml"), check=False)
+        assert agg.update().ok == 6
+    assert state["max"] == most
