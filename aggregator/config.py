@@ -42,6 +42,9 @@ class FetchSettings:
     per_host: int = 4
     # Appended to the User-Agent, e.g. a contact URL or e-mail for server operators.
     user_agent_contact: str = ""
+    # Fetch feeds on private, loopback and link-local addresses. Turn off for deployments
+    # that take feed URLs from others (local feeds are legitimate, so it is on by default).
+    allow_private_addresses: bool = True
 
     def validate(self) -> None:
         for name in ("connect_timeout", "read_timeout", "total_timeout"):

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
+import socket
 import time
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -190,12 +192,36 @@ async def fetch_feed(
         )
 
 
+async def refuse_private(url: str) -> str | None:
+    """Why ``url``'s host may not be fetched when private addresses are off, or None."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, parts.port or (443 if parts.scheme == "https" else 80), type=socket.SOCK_STREAM
+        )
+    except OSError as e:
+        return f"cannot resolve {host}: {e.strerror or e}"
+    for info in infos:
+        addr = ipaddress.ip_address(info[4][0].split("%")[0])
+        if not addr.is_global or addr.is_multicast:
+            return (
+                f"refused: {host} resolves to the non-public address {addr} "
+                "(fetch.allow_private_addresses is off)"
+            )
+    return None
+
+
 async def _exchange(client, req: FetchRequest, settings: FetchSettings, now, result) -> FetchResult:
     url = req.url
     permanent = True
     hops = 0
     cap = settings.max_body_bytes
     while True:
+        if not settings.allow_private_addresses:
+            refusal = await refuse_private(url)
+            if refusal:
+                return result(Outcome.NETWORK_ERROR, url=url, error=refusal)
         headers = {}
         if req.etag:
             headers["If-None-Match"] = req.etag

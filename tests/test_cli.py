@@ -233,3 +233,13 @@ def test_update_with_progress_bar_and_one_feed(server, run_cli):
     assert res.stdout.startswith("1 feeds in") and "2 new entries" in res.stdout
     res = run_cli("update", "--no-progress")
     assert "2 feeds in" in res.stdout and "2 new entries" in res.stdout
+
+
+def test_unwritable_store_path_is_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    res = CliRunner().invoke(cli, ["--db", str(blocker / "sub" / "s.sqlite"), "feeds", "list"])
+    assert res.exit_code == 1
+    assert res.stderr.startswith("error: cannot create the store") and res.stderr.count("\n") == 1

@@ -115,3 +115,50 @@ def test_fast_parser_reads_what_feedparser_reads():
         ], path.name
     print(f"\nfast path taken for {taken} corpus files, identical to feedparser")
     assert taken >= 5
+
+
+def test_every_corpus_file_through_the_whole_pipeline(server, tmp_path):
+    """Served locally, fetched, parsed, normalized, clustered and stored: every feed either
+    stores entries or records a typed error; stored text is valid Unicode without control
+    characters."""
+    import re
+    import sqlite3
+
+    from werkzeug import Response
+
+    from aggregator.api import Aggregator
+    from aggregator.models import Outcome
+
+    files = corpus_files()
+    for i, (_row, path) in enumerate(files):
+        ctype = "application/json" if path.suffix == ".json" else "application/xml"
+        server.expect_request(f"/c/{i}").respond_with_handler(
+            lambda req, path=path, ctype=ctype: Response(path.read_bytes(), content_type=ctype)
+        )
+    with Aggregator.open(db=tmp_path / "s.sqlite") as agg:
+        for i in range(len(files)):
+            agg.add_feed(server.url_for(f"/c/{i}"), check=False)
+        summary = agg.update()
+        feeds = agg.feeds()
+    assert len(summary.results) == len(files)
+    kinds = {o.value for o in Outcome}
+    with_entries = failed = 0
+    for f in feeds:
+        assert f.last_status in kinds, (f.url, f.last_status)
+        if f.entry_count:
+            with_entries += 1
+        else:
+            assert f.last_status == Outcome.OK.value or f.last_error, f.url
+            failed += f.last_status != Outcome.OK.value
+    bad = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+    with sqlite3.connect(tmp_path / "s.sqlite") as c:
+        for title, summary_text in c.execute("SELECT title, summary FROM entries"):
+            for text in (title, summary_text):
+                assert not bad.search(text), text[:80]
+                text.encode("utf-8")
+        assert c.execute("SELECT count(*) FROM entries WHERE story_id IS NULL").fetchone()[0] == 0
+    print(
+        f"\nwhole pipeline: {len(files)} feeds, {with_entries} with entries, {failed} typed errors, "
+        f"{summary.new_entries} entries, {summary.stories_touched} stories"
+    )
+    assert with_entries > 0.85 * len(files)

@@ -224,3 +224,26 @@ def test_connection_refused_is_network_error():
     r = fetch("http://127.0.0.1:9/feed")
     assert r.outcome is Outcome.NETWORK_ERROR
     assert r.error
+
+
+def test_private_addresses_can_be_refused(server):
+    server.expect_request("/feed").respond_with_data(FEED)
+    strict = FetchSettings(
+        connect_timeout=2, read_timeout=1, total_timeout=3, allow_private_addresses=False
+    )
+    r = fetch(server.url_for("/feed"), settings=strict)
+    assert r.outcome is Outcome.NETWORK_ERROR
+    assert "non-public address 127.0.0.1" in r.error and "allow_private_addresses" in r.error
+    assert len(server.log) == 0  # refused before connecting
+    assert fetch(server.url_for("/feed")).outcome is Outcome.OK  # on by default
+
+
+def test_redirect_into_a_private_address_is_refused_too():
+    import asyncio
+
+    from aggregator.fetch import refuse_private
+
+    assert "non-public" in asyncio.run(refuse_private("http://10.1.2.3/x"))
+    assert "non-public" in asyncio.run(refuse_private("http://[::1]/x"))
+    assert "non-public" in asyncio.run(refuse_private("http://169.254.169.254/latest/meta-data"))
+    assert asyncio.run(refuse_private("http://8.8.8.8/x")) is None  # numeric: no lookup, no traffic
