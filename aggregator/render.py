@@ -127,6 +127,7 @@ def explanation_text(e) -> str:
 def _table(rows: list[dict], columns: Sequence[str] | None, out: IO, title: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     cols = list(columns or (rows[0].keys() if rows else []))
     table = Table(title=title, show_lines=False, header_style="bold", expand=False)
@@ -139,7 +140,8 @@ def _table(rows: list[dict], columns: Sequence[str] | None, out: IO, title: str 
             else None,
         )
     for r in rows:
-        table.add_row(*(_cell(r.get(c)) for c in cols))
+        # Text, not str: feed-supplied text is shown as is, never read as rich markup
+        table.add_row(*(Text(_cell(r.get(c))) for c in cols))
     console = Console(file=out, soft_wrap=False, width=None if out.isatty() else 160)
     if rows:
         console.print(table)

@@ -243,3 +243,16 @@ def test_unwritable_store_path_is_one_line(tmp_path):
     res = CliRunner().invoke(cli, ["--db", str(blocker / "sub" / "s.sqlite"), "feeds", "list"])
     assert res.exit_code == 1
     assert res.stderr.startswith("error: cannot create the store") and res.stderr.count("\n") == 1
+
+
+def test_feed_text_is_not_read_as_markup(server, run_cli):
+    server.expect_request("/m.xml").respond_with_data(
+        rss(
+            "[bold red]Evil[/bold red]",
+            [{"title": "[link=http://evil]click[/link] <b>x</b>", "guid": "1"}],
+        )
+    )
+    run_cli("feeds", "add", server.url_for("/m.xml"))
+    out = run_cli("entries", "--format", "table").stdout
+    assert "[link=http://evil]click[/link]" in out
+    assert "[bold red]Evil[/bold red]" in out

@@ -360,3 +360,41 @@ def test_feeds_enable_after_disable(tmp_path, run_cli):
     ]
     assert rows[0]["status"] != "disabled"
     assert "no feed 7" in run_cli("feeds", "enable", "7", ok=False).stderr
+
+
+def test_queries_while_the_daemon_writes(server, tmp_path, config):
+    """CLI queries run while the daemon writes, without 'database is locked'."""
+    state = {"n": 0}
+
+    def busy(request):
+        state["n"] += 1
+        items = [
+            {
+                "title": f"Story {state['n']} item {j} about things",
+                "guid": f"{state['n']}-{j}",
+                "link": f"https://busy.example/{state['n']}/{j}",
+            }
+            for j in range(100)
+        ]
+        return Response(rss("Busy", items))
+
+    for i in range(3):
+        server.expect_request(f"/busy{i}.xml").respond_with_handler(busy)
+    db = tmp_path / "s.sqlite"
+    add_feeds(db, *(server.url_for(f"/busy{i}.xml") for i in range(3)))
+    d = Daemon(db, config)
+    d.wait_for(lambda r: r.get("event") == "round")
+    failures = []
+    for args in [("entries", "--limit", "500"), ("stories",), ("feeds", "list"), ("status",)] * 5:
+        res = subprocess.run(
+            [sys.executable, "-m", "aggregator", "--db", str(db), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if res.returncode != 0 or "locked" in res.stderr:
+            failures.append((args, res.returncode, res.stderr[-300:]))
+    rounds = sum(1 for r in d.lines if r.get("event") == "round")
+    assert d.stop()[0] == 0
+    assert not failures, failures
+    assert rounds >= 2  # the daemon kept writing meanwhile
