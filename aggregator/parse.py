@@ -11,6 +11,7 @@ A feed that is only partly readable (feedparser's "bozo") still yields the entri
 from __future__ import annotations
 
 import calendar
+import codecs
 import json
 import re
 from datetime import UTC, datetime
@@ -57,16 +58,53 @@ def parse_feed(body: bytes, url: str, content_type: str | None = None) -> Parsed
         # Whitespace (often from a PHP template) before the XML declaration makes the
         # document ill-formed, although nothing is lost by dropping it.
         body = body.lstrip(b" \t\r\n")
+    body = repair_utf8(body)
     fast = parse_fast(body)
     if fast is not None:
         return fast
     return _parse_xml(body, url, content_type)
 
 
+def _cp1252_bytes(err: UnicodeDecodeError) -> tuple[str, int]:
+    return err.object[err.start : err.end].decode("cp1252", "replace"), err.end
+
+
+codecs.register_error("aggregator-cp1252", _cp1252_bytes)
+
+
+def repair_utf8(body: bytes) -> bytes:
+    """A document that is UTF-8 (declared, or by default) except for a few stray bytes, often
+    a Latin-1 (c) or an em dash pasted in a footer, is read byte by byte: the stray bytes as
+    windows-1252, the rest as UTF-8. Left alone, feedparser would decode the whole document as
+    windows-1252 and turn every accented letter into mojibake."""
+    if body[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in body[:64]:
+        return body  # UTF-16/32
+    m = _XML_DECL_ENCODING.search(body[:200])
+    if m and m.group(1).lower() not in (b"utf-8", b"utf8"):
+        return body
+    try:
+        body.decode("utf-8")
+        return body
+    except UnicodeDecodeError:
+        pass
+    text = body.decode("utf-8", "aggregator-cp1252")
+    if text.count("\ufffd") > len(text) // 100:
+        return body  # not mostly UTF-8 after all: let feedparser sniff it
+    return text.encode("utf-8")
+
+
 def _parse_xml(body: bytes, url: str, content_type: str | None) -> ParsedFeed:
     headers = {"content-location": url}
     if content_type:
         headers["content-type"] = content_type
+    if "charset" not in (content_type or "").lower() and not _XML_DECL_ENCODING.search(body[:200]):
+        # Without this, feedparser applies RFC 3023's text/xml default (us-ascii, read as
+        # iso-8859-1) to undeclared documents, turning valid UTF-8 into mojibake.
+        try:
+            body.decode("utf-8")
+            headers["content-type"] = (content_type or "application/xml") + "; charset=utf-8"
+        except UnicodeDecodeError:
+            pass
     try:
         d = feedparser.parse(body, response_headers=headers)
     except Exception as e:  # feedparser is documented not to raise, but be sure
@@ -115,12 +153,13 @@ def parse_fast(body: bytes) -> ParsedFeed | None:
     if _ENTITY_DECL.search(body[:4096]) or b"<![CDATA[" in body:
         return None
     try:
-        body.decode("utf-8")
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         return None
     try:
+        # text, not bytes: fastfeedparser would guess an encoding for undeclared documents
         d = fastfeedparser.parse(
-            body, include_tags=False, include_media=False, include_enclosures=False
+            text, include_tags=False, include_media=False, include_enclosures=False
         )
     except Exception:
         return None

@@ -129,3 +129,13 @@ def test_latin1_declared_encoding():
     p = parse_feed(doc.encode("latin-1"), URL)
     assert p.title == "Café"
     assert p.entries[0].title == "Crème brûlée"
+
+
+def test_stray_latin1_byte_does_not_garble_a_utf8_feed():
+    doc = rss("Jyväskylä news", [{"title": "Jyväskylä: café reopens", "guid": "1"}]).encode("utf-8")
+    doc = doc.replace(b"</channel>", b"<copyright>\xa9 2006</copyright></channel>")
+    with pytest.raises(UnicodeDecodeError):
+        doc.decode("utf-8")
+    p = parse_feed(doc, URL)
+    assert p.title == "Jyväskylä news"
+    assert p.entries[0].title == "Jyväskylä: café reopens"
