@@ -30,6 +30,7 @@ from .models import (
     FetchRequest,
     Outcome,
     RoundSummary,
+    SearchHit,
     StoredEntry,
     Story,
     StoryDetail,
@@ -127,6 +128,8 @@ class Aggregator:
         feed = self.store.add_feed(url, title, self.clock())
         fetched = replace(fetched, feed_id=feed.id)
         res = pipeline.process_result(self.store, fetched, self.clock(), self.settings)
+        if res.new_entries:
+            self.clustering.run(self.store, self.clock())  # its first entries get stories now
         if res.outcome is Outcome.PARSE_ERROR and note is None:
             note = f"added, but it could not be read as a feed: {res.error}"
         return AddResult(self.store.get_feed(feed.id), note, res)
@@ -238,7 +241,34 @@ class Aggregator:
     def cleanup(self) -> tuple[int, int]:
         """Retention: remove entries and stories older than daemon.retention_days."""
         cutoff = self.clock() - timedelta(days=self.settings.daemon.retention_days)
-        return self.store.remove_older_than(cutoff)
+        removed = self.store.remove_older_than(cutoff)
+        self.store.purge_search_index()
+        return removed
+
+    def search(
+        self,
+        query: str,
+        since: timedelta | datetime | None = None,
+        limit: int = 50,
+        stories: bool = False,
+    ) -> list[SearchHit] | list[tuple[Story, SearchHit]]:
+        """Full-text search over titles and summaries, best match first. With ``stories``,
+        one result per story (its best-matching entry)."""
+        if isinstance(since, timedelta):
+            since = self.clock() - since
+        if not stories:
+            return self.store.search(query, since=since, limit=limit)
+        out: list[tuple[Story, SearchHit]] = []
+        seen: set[int] = set()
+        for hit in self.store.search(query, since=since, limit=limit * 20):
+            sid = hit.entry.story_id
+            if sid is None or sid in seen:
+                continue
+            seen.add(sid)
+            out.append((self.store.story(sid).story, hit))
+            if len(out) >= limit:
+                break
+        return out
 
     def cluster(self) -> ClusterSummary:
         """Place every stored entry that has no story yet (``update`` does this itself)."""

@@ -449,6 +449,40 @@ def eval_command(state: State, file: Path, as_json: bool, assignments: Path | No
         click.echo(report_text(report))
 
 
+@cli.command()
+@click.argument("query")
+@since_option
+@click.option("--stories", "by_story", is_flag=True, help="One result per story (its best entry).")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@output_options(("rank", "published", "feed", "title", "snippet"))
+@click.pass_obj
+def search(state: State, query: str, since: str | None, by_story: bool, limit: int):
+    """Full-text search over titles and summaries, best match first.
+
+    QUERY uses SQLite FTS5 syntax: words (all must match), "exact phrases", OR, NOT,
+    prefix*, title:word."""
+    agg = state.agg()
+    hits = agg.search(query, since=_since(since), limit=limit, stories=by_story)
+    rows = []
+    for i, item in enumerate(hits, 1):
+        story, hit = item if by_story else (None, item)
+        e = hit.entry
+        row = {
+            "rank": i,
+            "published": e.published,
+            "feed": e.feed_title,
+            "title": e.title,
+            "snippet": hit.snippet,
+            "entry_id": e.id,
+            "story_id": e.story_id,
+            "link": e.link or e.url,
+        }
+        if story is not None:
+            row.update(title=story.title, sources=story.source_count)
+        rows.append(row)
+    return rows
+
+
 # -- the daemon -----------------------------------------------------------------------------------
 
 

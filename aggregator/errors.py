@@ -10,6 +10,7 @@ wrong and what to do.
      │    └── FeedNotFoundError
      ├── FeedExistsError        the feed is already subscribed (carries the existing feed)
      ├── OPMLError              an OPML file that cannot be read
+     ├── SearchSyntaxError      a search query that cannot be read
      └── FeedError              one feed could not be fetched or read; carries an outcome kind
           ├── FetchError        network, timeout, HTTP status, too large, gone
           └── ParseError        the body is not a readable feed
@@ -60,6 +61,10 @@ class FeedExistsError(AggregatorError):
 
 class OPMLError(AggregatorError):
     pass
+
+
+class SearchSyntaxError(AggregatorError):
+    """A full-text query the search engine cannot read."""
 
 
 class FeedError(AggregatorError):

@@ -235,6 +235,13 @@ class StoryDetail:
 
 
 @dataclass(frozen=True, slots=True)
+class SearchHit:
+    entry: StoredEntry
+    snippet: str  # matched words between \x02 and \x03
+    rank: float  # bm25: lower is better
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterItem:
     """What clustering reads of a stored entry."""
 

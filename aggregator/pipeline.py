@@ -182,6 +182,7 @@ def update(
     summary = asyncio.run(run_round(store, due, settings, clock, on_result, stop))
     stage = clustering or ClusteringStage(settings.cluster)
     clustered = stage.run(store, clock())
+    store.index_pending()  # full-text index, in one batch per round
     return RoundSummary(
         started_at=summary.started_at,
         finished_at=clock(),

@@ -13,7 +13,12 @@ from typing import IO
 FORMATS = ("table", "json", "ndjson", "csv")
 
 
+HIT_START, HIT_END = "\x02", "\x03"  # search matches inside a snippet
+
+
 def _plain(v):
+    if isinstance(v, str) and HIT_START in v:
+        return v.replace(HIT_START, "**").replace(HIT_END, "**")
     if isinstance(v, datetime):
         return v.isoformat().replace("+00:00", "Z")
     if isinstance(v, tuple | list):
@@ -124,10 +129,21 @@ def explanation_text(e) -> str:
     return "\n".join(lines)
 
 
+def _highlight(text: str):
+    """Text with search matches (between HIT_START and HIT_END) in bold."""
+    from rich.text import Text
+
+    out = Text()
+    bold = False
+    for part in text.replace(HIT_END, HIT_START).split(HIT_START):
+        out.append(part, style="bold yellow" if bold else None)
+        bold = not bold
+    return out
+
+
 def _table(rows: list[dict], columns: Sequence[str] | None, out: IO, title: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
 
     cols = list(columns or (rows[0].keys() if rows else []))
     table = Table(title=title, show_lines=False, header_style="bold", expand=False)
@@ -141,7 +157,7 @@ def _table(rows: list[dict], columns: Sequence[str] | None, out: IO, title: str 
         )
     for r in rows:
         # Text, not str: feed-supplied text is shown as is, never read as rich markup
-        table.add_row(*(Text(_cell(r.get(c))) for c in cols))
+        table.add_row(*(_highlight(_cell(r.get(c))) for c in cols))
     console = Console(file=out, soft_wrap=False, width=None if out.isatty() else 160)
     if rows:
         console.print(table)

@@ -110,3 +110,16 @@ MIGRATIONS.append(
         """,
     )
 )
+
+MIGRATIONS.append(
+    (
+        4,
+        "full-text search",
+        """
+        CREATE VIRTUAL TABLE entries_fts USING fts5(
+            title, summary, tokenize = 'unicode61 remove_diacritics 2'
+        );
+        INSERT OR IGNORE INTO meta VALUES ('fts_indexed_through', '0')
+        """,
+    )
+)

@@ -17,6 +17,7 @@ from ..errors import FeedExistsError, FeedNotFoundError, StoreError
 from ..models import Entry, Feed, FetchRequest, FetchResult, Outcome, ParsedFeed, StoredEntry
 from .base import StoreStats, WriteResult
 from .migrations import MIGRATIONS
+from .sqlite_search import SearchMixin
 from .sqlite_stories import StoryStoreMixin
 
 BUSY_TIMEOUT_MS = 10_000
@@ -30,7 +31,7 @@ def _dt(ts: int | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-class SQLiteStore(StoryStoreMixin):
+class SQLiteStore(StoryStoreMixin, SearchMixin):
     def __init__(self, path: Path, *, readonly: bool = False):
         self.path = path
         try:

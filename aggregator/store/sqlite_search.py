@@ -1,0 +1,116 @@
+"""Full-text search for SQLite (FTS5). Indexing is batched, not done by triggers (a trigger
+makes every insert ~15x slower): after each round, entries whose ``last_changed`` is newer
+than the last indexing run are (re)indexed in one transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from ..errors import SearchSyntaxError
+from ..models import SearchHit, StoredEntry
+
+HIT_START, HIT_END = "\x02", "\x03"
+RANK = "bm25(entries_fts, 10.0, 1.0)"  # a match in the title weighs ten times one in the summary
+
+
+def _ts(dt: datetime | None) -> int | None:
+    return None if dt is None else int(dt.timestamp())
+
+
+def _dt(ts: int | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+class SearchMixin:
+    db: sqlite3.Connection
+
+    def index_pending(self) -> int:
+        """(Re)index entries changed since the last run; returns how many. The newest second
+        seen is indexed again next time, so an entry changed later within that same second is
+        not missed (re-indexing is idempotent: delete, then insert)."""
+        with self._write() as db:
+            mark = int(
+                db.execute("SELECT value FROM meta WHERE key = 'fts_indexed_through'").fetchone()[0]
+            )
+            top = db.execute("SELECT max(last_changed) FROM entries").fetchone()[0]
+            if top is None or top < mark:
+                return 0
+            ids = [
+                r[0] for r in db.execute("SELECT id FROM entries WHERE last_changed >= ?", (mark,))
+            ]
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                db.execute(f"DELETE FROM entries_fts WHERE rowid IN ({marks})", chunk)
+                db.execute(
+                    f"INSERT INTO entries_fts (rowid, title, summary)"
+                    f" SELECT id, title, summary FROM entries WHERE id IN ({marks})",
+                    chunk,
+                )
+            db.execute("UPDATE meta SET value = ? WHERE key = 'fts_indexed_through'", (str(top),))
+        return len(ids)
+
+    def search(self, query: str, since: datetime | None = None, limit: int = 50) -> list[SearchHit]:
+        self.index_pending()
+        sql = (
+            "SELECT e.id, e.feed_id, coalesce(f.user_title, f.title, f.url), e.key, e.url, e.link,"
+            " e.title, e.summary, e.author, e.published, e.updated, e.first_seen, e.story_id,"
+            f" snippet(entries_fts, -1, '{HIT_START}', '{HIT_END}', '…', 16), {RANK}"
+            " FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid"
+            " JOIN feeds f ON f.id = e.feed_id WHERE entries_fts MATCH ?"
+        )
+        params: list = [query]
+        if since is not None:
+            sql += " AND e.published >= ?"
+            params.append(_ts(since))
+        sql += f" ORDER BY {RANK}, e.published DESC LIMIT ?"
+        params.append(limit)
+        try:
+            rows = self.db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as e:
+            msg = str(e)
+            if "fts5" in msg or "syntax" in msg or "no such column" in msg or "unterminated" in msg:
+                raise SearchSyntaxError(
+                    f"cannot read the search {query!r} ({msg}); put phrases in double quotes "
+                    "and join words with AND, OR or NOT"
+                ) from None
+            raise
+        return [
+            SearchHit(
+                entry=StoredEntry(
+                    id=r[0],
+                    feed_id=r[1],
+                    feed_title=r[2],
+                    key=r[3],
+                    url=r[4],
+                    link=r[5],
+                    title=r[6],
+                    summary=r[7],
+                    author=r[8],
+                    published=_dt(r[9]),
+                    updated=_dt(r[10]),
+                    first_seen=_dt(r[11]),
+                    story_id=r[12],
+                ),
+                snippet=r[13],
+                rank=r[14],
+            )
+            for r in rows
+        ]
+
+    def purge_search_index(self) -> None:
+        """Drop index rows of entries that no longer exist (after retention or removals)."""
+        with self._write() as db:
+            db.execute("DELETE FROM entries_fts WHERE rowid NOT IN (SELECT id FROM entries)")
+
+    def story_ids_for(self, entry_ids: Sequence[int]) -> dict[int, int | None]:
+        if not entry_ids:
+            return {}
+        marks = ",".join("?" * len(entry_ids))
+        return dict(
+            self.db.execute(
+                f"SELECT id, story_id FROM entries WHERE id IN ({marks})", list(entry_ids)
+            )
+        )

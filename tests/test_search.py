@@ -1,0 +1,88 @@
+"""Full-text search (FTS5), indexed in batches after each round."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import rss, simple_items
+
+
+def serve(server, path, title, items):
+    server.expect_request(path).respond_with_handler(
+        lambda r: __import__("werkzeug").Response(rss(title, items[0]))
+    )
+
+
+def test_search_ranks_highlights_and_follows_updates(server, run_cli):
+    items = [
+        [
+            {
+                "title": "Volcano erupts near Grindavik",
+                "guid": "1",
+                "description": "Lava reached the town's edge.",
+            },
+            {
+                "title": "Football final tonight",
+                "guid": "2",
+                "description": "The volcano of emotions in the stadium.",
+            },
+            {
+                "title": "Budget vote delayed",
+                "guid": "3",
+                "description": "Parliament postpones the vote.",
+            },
+        ]
+    ]
+    serve(server, "/a.xml", "A", items)
+    run_cli("feeds", "add", server.url_for("/a.xml"))
+    hits = [
+        json.loads(x)
+        for x in run_cli("search", "volcano", "--format", "ndjson").stdout.splitlines()
+    ]
+    assert [h["title"] for h in hits] == ["Volcano erupts near Grindavik", "Football final tonight"]
+    assert "**Volcano**" in hits[0]["snippet"] or "**volcano**" in hits[0]["snippet"].lower()
+    assert (
+        run_cli("search", '"budget vote"', "--format", "json").stdout.count("Budget vote delayed")
+        == 1
+    )
+    assert json.loads(run_cli("search", "title:lava", "--format", "json").stdout) == []
+    # an updated entry is re-indexed: old words stop matching, new ones match
+    items[0][2] = {
+        "title": "Budget vote passes after volcano debate",
+        "guid": "3",
+        "description": "x",
+    }
+    run_cli("update")
+    titles = [
+        json.loads(x)["title"]
+        for x in run_cli("search", "volcano", "--format", "ndjson").stdout.splitlines()
+    ]
+    assert "Budget vote passes after volcano debate" in titles
+    assert json.loads(run_cli("search", "postpones", "--format", "json").stdout) == []
+    table = run_cli("search", "grindavik", "--format", "table").stdout
+    assert "Grindavik" in table and "\x02" not in table
+
+
+def test_search_by_story_and_since(server, run_cli):
+    server.expect_request("/a.xml").respond_with_data(rss("A", simple_items(3, "Alpha")))
+    run_cli("feeds", "add", server.url_for("/a.xml"))
+    rows = json.loads(run_cli("search", "alpha", "--stories", "--format", "json").stdout)
+    assert rows and all("sources" in r for r in rows)
+    assert len({r["story_id"] for r in rows}) == len(rows)
+
+
+def test_bad_query_syntax_is_one_line(run_cli):
+    for q in ['"unterminated', "AND OR", "title:"]:
+        res = run_cli("search", q, ok=False)
+        assert res.exit_code == 1, q
+        assert (
+            res.stderr.startswith("error: cannot read the search") and res.stderr.count("\n") == 1
+        )
+
+
+def test_removed_feed_entries_leave_search(server, run_cli):
+    server.expect_request("/a.xml").respond_with_data(rss("A", simple_items(2, "Zebra")))
+    run_cli("feeds", "add", server.url_for("/a.xml"))
+    assert json.loads(run_cli("search", "zebra", "--format", "json").stdout)
+    run_cli("feeds", "remove", "1")
+    assert json.loads(run_cli("search", "zebra", "--format", "json").stdout) == []
