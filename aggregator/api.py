@@ -245,6 +245,30 @@ class Aggregator:
         self.store.purge_search_index()
         return removed
 
+    def export(
+        self,
+        fmt: str,
+        since: timedelta | datetime | None = None,
+        min_sources: int = 1,
+        limit: int = 200,
+        self_url: str = "urn:aggregator:stories",
+    ) -> str:
+        """The merged stories as an Atom 1.0 or JSON Feed 1.1 document, or the subscriptions
+        as OPML."""
+        from .export import stories_atom, stories_jsonfeed
+
+        if fmt == "opml":
+            return self.export_opml()
+        details = [
+            self.store.story(s.id)
+            for s in self.stories(since=since, min_sources=min_sources, limit=limit)
+        ]
+        if fmt == "atom":
+            return stories_atom(details, self.clock(), self_url)
+        if fmt == "jsonfeed":
+            return stories_jsonfeed(details, self.clock(), self_url)
+        raise ValueError(f"unknown export format {fmt!r}")
+
     def search(
         self,
         query: str,

@@ -483,6 +483,43 @@ def search(state: State, query: str, since: str | None, by_story: bool, limit: i
     return rows
 
 
+@cli.command("export")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["atom", "jsonfeed", "opml"]),
+    default="atom",
+    show_default=True,
+    help="Atom 1.0 or JSON Feed 1.1 of the stories, or OPML of the feeds.",
+)
+@since_option
+@click.option("--min-sources", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=200, show_default=True)
+@click.pass_obj
+def export_command(state: State, fmt: str, since: str | None, min_sources: int, limit: int):
+    """Write the merged stories as a feed (one item per story, every source linked)."""
+    click.echo(
+        state.agg().export(fmt, since=_since(since), min_sources=min_sources, limit=limit), nl=False
+    )
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.pass_obj
+def serve(state: State, host: str, port: int):
+    """Serve a read-only web page of stories (and /api, /feed.atom, /feed.json)."""
+    from .store import default_db_path
+    from .web import serve as run_server
+
+    settings = load_settings(state.config)
+    db = state.db or settings.store.path or str(default_db_path())
+    state.agg().close()  # opens (and migrates) the store once, so read-only opens succeed
+    state._agg = None
+    click.echo(f"serving {db} on http://{host}:{port}/", err=True)
+    run_server(db, host, port, settings)
+
+
 # -- the daemon -----------------------------------------------------------------------------------
 
 

@@ -34,9 +34,23 @@ def _dt(ts: int | None) -> datetime | None:
 class SQLiteStore(StoryStoreMixin, SearchMixin):
     def __init__(self, path: Path, *, readonly: bool = False):
         self.path = path
+        self.readonly = readonly
         try:
-            if not readonly:
-                path.parent.mkdir(parents=True, exist_ok=True)
+            if readonly:  # a WAL reader: never blocks the writer, never writes
+                self.db = sqlite3.connect(
+                    f"file:{path}?mode=ro",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                )
+                self.db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                if self.schema_version() != max(v for v, _, _ in MIGRATIONS):
+                    raise StoreError(
+                        f"the store {path} needs an upgrade; run `aggregator update` once"
+                    )
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(
                 str(path),
                 isolation_level=None,

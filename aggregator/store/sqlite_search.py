@@ -53,7 +53,8 @@ class SearchMixin:
         return len(ids)
 
     def search(self, query: str, since: datetime | None = None, limit: int = 50) -> list[SearchHit]:
-        self.index_pending()
+        if not getattr(self, "readonly", False):  # readers search what the writer indexed
+            self.index_pending()
         sql = (
             "SELECT e.id, e.feed_id, coalesce(f.user_title, f.title, f.url), e.key, e.url, e.link,"
             " e.title, e.summary, e.author, e.published, e.updated, e.first_seen, e.story_id,"
