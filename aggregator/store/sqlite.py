@@ -10,25 +10,20 @@ import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from ..errors import FeedExistsError, FeedNotFoundError, StoreError
 from ..models import Entry, Feed, FetchRequest, FetchResult, Outcome, ParsedFeed, StoredEntry
+from ._rows import ENTRY_COLUMNS, stored_entry
+from ._rows import dt as _dt
+from ._rows import ts as _ts
 from .base import StoreStats, WriteResult
 from .migrations import MIGRATIONS
 from .sqlite_search import SearchMixin
 from .sqlite_stories import StoryStoreMixin
 
 BUSY_TIMEOUT_MS = 10_000
-
-
-def _ts(dt: datetime | None) -> int | None:
-    return None if dt is None else int(dt.timestamp())
-
-
-def _dt(ts: int | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 class SQLiteStore(StoryStoreMixin, SearchMixin):
@@ -448,33 +443,12 @@ class SQLiteStore(StoryStoreMixin, SearchMixin):
         if feed_ids:
             where.append(f"e.feed_id IN ({','.join('?' * len(feed_ids))})")
             params.extend(feed_ids)
-        sql = (
-            "SELECT e.id, e.feed_id, coalesce(f.user_title, f.title, f.url), e.key, e.url, e.link,"
-            " e.title, e.summary, e.author, e.published, e.updated, e.first_seen, e.story_id"
-            " FROM entries e JOIN feeds f ON f.id = e.feed_id"
-        )
+        sql = f"SELECT {ENTRY_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY e.published DESC, e.id DESC LIMIT ?"
         params.append(limit)
-        return [
-            StoredEntry(
-                id=r[0],
-                feed_id=r[1],
-                feed_title=r[2],
-                key=r[3],
-                url=r[4],
-                link=r[5],
-                title=r[6],
-                summary=r[7],
-                author=r[8],
-                published=_dt(r[9]),
-                updated=_dt(r[10]),
-                first_seen=_dt(r[11]),
-                story_id=r[12],
-            )
-            for r in self.db.execute(sql, params)
-        ]
+        return [stored_entry(r) for r in self.db.execute(sql, params)]
 
     def stats(self) -> StoreStats:
         feeds = self.db.execute("SELECT count(*) FROM feeds").fetchone()[0]

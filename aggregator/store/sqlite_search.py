@@ -6,21 +6,15 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from ..errors import SearchSyntaxError
-from ..models import SearchHit, StoredEntry
+from ..models import SearchHit
+from ._rows import ENTRY_COLUMNS, stored_entry
+from ._rows import ts as _ts
 
 HIT_START, HIT_END = "\x02", "\x03"
 RANK = "bm25(entries_fts, 10.0, 1.0)"  # a match in the title weighs ten times one in the summary
-
-
-def _ts(dt: datetime | None) -> int | None:
-    return None if dt is None else int(dt.timestamp())
-
-
-def _dt(ts: int | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 class SearchMixin:
@@ -56,8 +50,7 @@ class SearchMixin:
         if not getattr(self, "readonly", False):  # readers search what the writer indexed
             self.index_pending()
         sql = (
-            "SELECT e.id, e.feed_id, coalesce(f.user_title, f.title, f.url), e.key, e.url, e.link,"
-            " e.title, e.summary, e.author, e.published, e.updated, e.first_seen, e.story_id,"
+            f"SELECT {ENTRY_COLUMNS},"
             f" snippet(entries_fts, -1, '{HIT_START}', '{HIT_END}', '…', 16), {RANK}"
             " FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid"
             " JOIN feeds f ON f.id = e.feed_id WHERE entries_fts MATCH ?"
@@ -80,21 +73,7 @@ class SearchMixin:
             raise
         return [
             SearchHit(
-                entry=StoredEntry(
-                    id=r[0],
-                    feed_id=r[1],
-                    feed_title=r[2],
-                    key=r[3],
-                    url=r[4],
-                    link=r[5],
-                    title=r[6],
-                    summary=r[7],
-                    author=r[8],
-                    published=_dt(r[9]),
-                    updated=_dt(r[10]),
-                    first_seen=_dt(r[11]),
-                    story_id=r[12],
-                ),
+                entry=stored_entry(r),
                 snippet=r[13],
                 rank=r[14],
             )

@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from ..errors import NotFoundError
 from ..models import ClusterItem, Story, StoryDetail, StoryMember
-
-
-def _ts(dt: datetime | None) -> int | None:
-    return None if dt is None else int(dt.timestamp())
-
-
-def _dt(ts: int | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
+from ._rows import dt as _dt
+from ._rows import ts as _ts
 
 _ITEM_COLS = "id, feed_id, url, title, summary, published, story_id"
 
