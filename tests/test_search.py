@@ -86,3 +86,48 @@ def test_removed_feed_entries_leave_search(server, run_cli):
     assert json.loads(run_cli("search", "zebra", "--format", "json").stdout)
     run_cli("feeds", "remove", "1")
     assert json.loads(run_cli("search", "zebra", "--format", "json").stdout) == []
+
+
+def test_only_the_newest_matches_are_ranked(tmp_path, monkeypatch):
+    """A common word in a big store: only the newest RANKED_MATCHES matches are scored."""
+    from datetime import UTC, datetime, timedelta
+
+    from aggregator.models import Entry, FetchResult, Outcome, ParsedFeed
+    from aggregator.store import SQLiteStore, sqlite_search
+
+    now = datetime.now(UTC)
+    store = SQLiteStore(tmp_path / "s.sqlite")
+    f = store.add_feed("https://x.example/f", None, now)
+    entries = [
+        Entry(
+            feed_id=f.id,
+            key=f"g:{i}",
+            guid=str(i),
+            url=None,
+            link=None,
+            title=f"budget item {i}",
+            summary="",
+            summary_html=None,
+            author=None,
+            published=now - timedelta(hours=10 - i),
+            updated=None,
+            content_hash=str(i),
+        )
+        for i in range(10)
+    ]
+    store.write_feed_result(
+        FetchResult(feed_id=f.id, outcome=Outcome.OK, url=f.url),
+        ParsedFeed("rss20", None, None, ()),
+        entries,
+        None,
+        now,
+    )
+    assert len(store.search("budget")) == 10
+    monkeypatch.setattr(sqlite_search, "RANKED_MATCHES", 3)
+    assert sorted(h.entry.title for h in store.search("budget")) == [
+        "budget item 7",
+        "budget item 8",
+        "budget item 9",
+    ]
+    assert len(store.search("item AND budget")) == 3
+    store.close()

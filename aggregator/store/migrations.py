@@ -123,3 +123,13 @@ MIGRATIONS.append(
         """,
     )
 )
+
+MIGRATIONS.append(
+    (
+        5,
+        "index for the full-text indexer",
+        """
+        CREATE INDEX entries_last_changed ON entries (last_changed)
+        """,
+    )
+)

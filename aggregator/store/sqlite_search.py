@@ -15,6 +15,7 @@ from ._rows import ts as _ts
 
 HIT_START, HIT_END = "\x02", "\x03"
 RANK = "bm25(entries_fts, 10.0, 1.0)"  # a match in the title weighs ten times one in the summary
+RANKED_MATCHES = 5000  # a search ranks this many of the newest matches
 
 
 class SearchMixin:
@@ -56,6 +57,13 @@ class SearchMixin:
             " JOIN feeds f ON f.id = e.feed_id WHERE entries_fts MATCH ?"
         )
         params: list = [query]
+        # Rank the newest RANKED_MATCHES matches only: scoring every match of a common word in
+        # a store of millions takes seconds, and a reader wants the recent ones. Rowids grow
+        # with time and FTS5 walks them newest-first cheaply, so this costs one index scan.
+        cutoff = self._rank_cutoff(query)
+        if cutoff is not None:
+            sql += " AND entries_fts.rowid >= ?"
+            params.append(cutoff)
         if since is not None:
             sql += " AND e.published >= ?"
             params.append(_ts(since))
@@ -79,6 +87,17 @@ class SearchMixin:
             )
             for r in rows
         ]
+
+    def _rank_cutoff(self, query: str) -> int | None:
+        try:
+            row = self.db.execute(
+                "SELECT rowid FROM entries_fts WHERE entries_fts MATCH ?"
+                " ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+                (query, RANKED_MATCHES - 1),
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return None  # the main query reports the syntax error
+        return row[0] if row else None
 
     def purge_search_index(self) -> None:
         """Drop index rows of entries that no longer exist (after retention or removals)."""
