@@ -41,6 +41,20 @@ stop_timeout_seconds = 5.0
 """
 
 
+RUNNING: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_left_behind():
+    """Whatever a test asserts, the daemons it started do not outlive it."""
+    yield
+    while RUNNING:
+        proc = RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 class Daemon:
     """A running `aggregator run` with its JSON log lines collected."""
 
@@ -63,6 +77,7 @@ class Daemon:
             stderr=subprocess.PIPE,
             text=True,
         )
+        RUNNING.append(self.proc)
         self.lines: list[dict] = []
         self.raw: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
