@@ -22,7 +22,14 @@ from . import pipeline
 from .clustering import ClusteringStage, ClusterSummary, to_item
 from .config import Settings, load_settings
 from .dedup.explain import Explanation, explain_pair
-from .errors import FeedExistsError, InvalidURLError, NotAFeedError, OPMLError, ParseError
+from .errors import (
+    FeedExistsError,
+    FeedNotFoundError,
+    InvalidURLError,
+    NotAFeedError,
+    OPMLError,
+    ParseError,
+)
 from .fetch import fetch_feed, make_client
 from .models import (
     Feed,
@@ -137,7 +144,7 @@ class Aggregator:
     def _refuse_existing(self, url: str) -> None:
         try:
             existing = self.store.get_feed(url)
-        except Exception:
+        except FeedNotFoundError:
             return
         raise FeedExistsError(
             f"already subscribed to {existing.url} (id {existing.id}); nothing changed", existing

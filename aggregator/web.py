@@ -100,7 +100,7 @@ def create_app(db: str | Path, settings: Settings | None = None) -> Starlette:
     def story_rows(a: Aggregator, since, min_sources, q, limit):
         if not q:
             return [
-                dict(s.__dict__ if hasattr(s, "__dict__") else _asdict(s), snippet=None)
+                dict(_asdict(s), snippet=None)
                 for s in a.stories(since=since, min_sources=min_sources, limit=limit)
             ]
         rows = []

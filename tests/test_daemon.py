@@ -113,6 +113,16 @@ def config(tmp_path) -> Path:
     return p
 
 
+def cli(db: Path, *args: str) -> subprocess.CompletedProcess:
+    """`aggregator --db DB ARGS...` as a real process."""
+    return subprocess.run(
+        [sys.executable, "-m", "aggregator", "--db", str(db), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def add_feeds(db: Path, *urls: str) -> None:
     from click.testing import CliRunner
 
@@ -179,50 +189,15 @@ def test_second_daemon_is_refused_while_queries_keep_working(server, tmp_path, c
     add_feeds(db, server.url_for("/a.xml"))
     first = Daemon(db, config)
     first.wait_for(lambda r: r.get("event") == "round")
-    second = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aggregator",
-            "--db",
-            str(db),
-            "--config",
-            str(config),
-            "run",
-            "--once",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    second = cli(db, "--config", str(config), "run", "--once")
     assert second.returncode == 1
     assert second.stderr.startswith("error: another aggregator daemon (pid ")
     assert str(first.proc.pid) in second.stderr
-    q = subprocess.run(
-        [sys.executable, "-m", "aggregator", "--db", str(db), "entries", "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    q = cli(db, "entries", "--format", "json")
     assert q.returncode == 0 and len(json.loads(q.stdout)) == 2
     assert first.stop()[0] == 0
     # the lock went with the first daemon
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aggregator",
-            "--db",
-            str(db),
-            "--config",
-            str(config),
-            "run",
-            "--once",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    again = cli(db, "--config", str(config), "run", "--once")
     assert again.returncode == 0, again.stderr
 
 
@@ -282,34 +257,12 @@ def test_once_logs_json_and_exits(server, tmp_path, config):
     server.expect_request("/a.xml").respond_with_data(rss("A", simple_items(2, "A")))
     db = tmp_path / "s.sqlite"
     add_feeds(db, server.url_for("/a.xml"))
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aggregator",
-            "--db",
-            str(db),
-            "--config",
-            str(config),
-            "run",
-            "--once",
-            "--log-format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    res = cli(db, "--config", str(config), "run", "--once", "--log-format", "json")
     assert res.returncode == 0, res.stderr
     records = [json.loads(line) for line in res.stderr.splitlines()]
     round_rec = next(r for r in records if r.get("event") == "round")
     assert round_rec["ok"] == 1 and round_rec["new_entries"] == 2
-    st = subprocess.run(
-        [sys.executable, "-m", "aggregator", "--db", str(db), "status", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    st = cli(db, "status", "--json")
     status = json.loads(st.stdout)
     assert status["feeds"]["total"] == 1 and status["entries"] == 2
     assert status["last_round"]["new_entries"] == 2
@@ -401,12 +354,7 @@ def test_queries_while_the_daemon_writes(server, tmp_path, config):
     d.wait_for(lambda r: r.get("event") == "round")
     failures = []
     for args in [("entries", "--limit", "500"), ("stories",), ("feeds", "list"), ("status",)] * 5:
-        res = subprocess.run(
-            [sys.executable, "-m", "aggregator", "--db", str(db), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        res = cli(db, *args)
         if res.returncode != 0 or "locked" in res.stderr:
             failures.append((args, res.returncode, res.stderr[-300:]))
     rounds = sum(1 for r in d.lines if r.get("event") == "round")
