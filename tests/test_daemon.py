@@ -353,11 +353,16 @@ def test_queries_while_the_daemon_writes(server, tmp_path, config):
     d = Daemon(db, config)
     d.wait_for(lambda r: r.get("event") == "round")
     failures = []
-    for args in [("entries", "--limit", "500"), ("stories",), ("feeds", "list"), ("status",)] * 5:
+    queries = [("entries", "--limit", "500"), ("stories",), ("feeds", "list"), ("status",)]
+    done, rounds, deadline = 0, 0, time.monotonic() + 90
+    # at least 20 queries, and go on until the daemon has written again meanwhile
+    while (done < 20 or rounds < 2) and time.monotonic() < deadline:
+        args = queries[done % len(queries)]
         res = cli(db, *args)
+        done += 1
         if res.returncode != 0 or "locked" in res.stderr:
             failures.append((args, res.returncode, res.stderr[-300:]))
-    rounds = sum(1 for r in d.lines if r.get("event") == "round")
+        rounds = sum(1 for r in d.lines if r.get("event") == "round")
     assert d.stop()[0] == 0
     assert not failures, failures
     assert rounds >= 2  # the daemon kept writing meanwhile
