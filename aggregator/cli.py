@@ -510,13 +510,14 @@ def export_command(state: State, fmt: str, since: str | None, min_sources: int, 
 def serve(state: State, host: str, port: int):
     """Serve a read-only web page of stories (and /api, /feed.atom, /feed.json)."""
     from .store import default_db_path
+    from .store.postgres import redact
     from .web import serve as run_server
 
     settings = load_settings(state.config)
     db = state.db or settings.store.path or str(default_db_path())
     state.agg().close()  # opens (and migrates) the store once, so read-only opens succeed
     state._agg = None
-    click.echo(f"serving {db} on http://{host}:{port}/", err=True)
+    click.echo(f"serving {redact(db)} on http://{host}:{port}/", err=True)
     run_server(db, host, port, settings)
 
 

@@ -7,7 +7,13 @@ Every caller (`aggregator update`, the daemon, `aggregator eval`) goes through `
 every stored entry that has no story yet, oldest first, so an entry whose round crashed after
 its feed was written is simply clustered by the next run. The in-memory Clusterer is kept
 between runs and rebuilt from the store's recent window when the store changed under it
-(manual corrections bump a generation counter) or when it has none yet.
+(manual corrections bump a generation counter) or when it has none yet. The store refuses a
+write made from a clusterer older than the last correction (ClusterConflictError): the stage
+rebuilds and places the batch again.
+
+One process per store clusters: ``store.lead_clustering()`` says whether it is this one (on
+PostgreSQL, where several workers share the store, the holder of an advisory lock; the others
+leave their new entries to it, and take over when it goes away).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .dedup.cluster import Clusterer, ClusterSettings, Item
+from .errors import ClusterConflictError
 from .models import ClusterItem
 from .store.base import Store
 
@@ -27,6 +34,7 @@ class ClusterSummary:
     stories_touched: int = 0
     merges: int = 0
     seconds: float = 0.0
+    deferred: bool = False  # another process leads clustering on this store
 
 
 def to_item(c: ClusterItem) -> Item:
@@ -58,7 +66,10 @@ class ClusteringStage:
 
     def run(self, store: Store, now: datetime, batch: int = 50_000) -> ClusterSummary:
         started = time.perf_counter()
-        total = touched = merges = 0
+        if not store.lead_clustering():
+            self.clusterer = None  # when this process leads again, it starts from the store
+            return ClusterSummary(deferred=True)
+        total = touched = merges = conflicts = 0
         while True:
             pending = store.unclustered(limit=batch)
             if not pending:
@@ -80,7 +91,13 @@ class ClusteringStage:
                 rows = [(eid, c.resolve(sid), score, reason) for eid, sid, score, reason in rows]
                 merged = [(gone, c.resolve(gone)) for gone in c.merged_into]
                 c.merged_into.clear()
-                touched += len(store.apply_clustering(rows, merged, now))
+                touched += len(store.apply_clustering(rows, merged, now, self.generation))
+            except ClusterConflictError:
+                self.clusterer = None
+                conflicts += 1
+                if conflicts > 3:
+                    raise
+                continue
             except BaseException:
                 self.clusterer = None  # memory and store may disagree now: rebuild next time
                 raise

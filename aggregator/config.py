@@ -59,9 +59,12 @@ class FetchSettings:
 class StoreSettings:
     # Path of the SQLite file (or a postgresql:// URL). Empty: a file in the user's data dir.
     path: str = ""
+    # Shared stores (PostgreSQL): seconds a worker holds the feeds it claimed before others
+    # may take them (at least as long as a fetch can wait and take; raised to that if lower).
+    lease_seconds: float = 300.0
 
     def validate(self) -> None:
-        pass
+        _check_range("store.lease_seconds", self.lease_seconds, 1, 86400)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@
                           already committed), wait up to daemon.stop_timeout_seconds, exit 0
       SIGHUP           -> reload the configuration file (a bad file is logged and ignored)
 
-One daemon per store: an exclusive lock on ``<store>.lock`` (flock, released by the kernel if
-the process dies). CLI queries do not take it and keep working during rounds (WAL readers).
+One daemon per SQLite store: an exclusive lock on ``<store>.lock`` (flock, released by the
+kernel if the process dies). On PostgreSQL any number of daemons share one store: each round
+leases its feeds in the database (SKIP LOCKED), and one daemon at a time clusters. CLI
+queries take no lock and keep working during rounds (WAL readers).
 """
 
 from __future__ import annotations
@@ -331,14 +333,18 @@ def run_daemon(
         settings = replace(settings, daemon=replace(settings.daemon, tick_seconds=tick_seconds))
         settings.validate()
     agg = Aggregator.open(db=db, settings=settings)
-    lock = DaemonLock(Path(agg.store.path))
+    # One daemon per SQLite file; on a shared store (PostgreSQL) any number, coordinated by
+    # feed leases and the clustering lock in the database.
+    lock = None if agg.store.shared else DaemonLock(Path(agg.store.path))
     try:
-        lock.acquire()
+        if lock is not None:
+            lock.acquire()
         daemon = Daemon(agg, config_path, metrics_port)
         signal.signal(signal.SIGTERM, lambda *_: daemon.stop.set())
         signal.signal(signal.SIGINT, lambda *_: daemon.stop.set())
         signal.signal(signal.SIGHUP, lambda *_: daemon.reload.set())
         return daemon.run(once=once)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
         agg.close()

@@ -45,6 +45,10 @@ class StoreLockedError(StoreError):
     pass
 
 
+class ClusterConflictError(StoreError):
+    """Stories changed under a clusterer (a correction, another process); rebuild and retry."""
+
+
 class NotFoundError(AggregatorError):
     pass
 

@@ -16,8 +16,10 @@ round. ``clock`` is the only source of time; the pure stages get ``now`` from it
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -105,6 +107,9 @@ def process_result(
     )
 
 
+Claim = Callable[[int], list[FetchRequest]]
+
+
 async def run_round(
     store: Store,
     requests: Sequence[FetchRequest],
@@ -112,15 +117,18 @@ async def run_round(
     clock: Clock,
     on_result: OnResult | None = None,
     stop: threading.Event | None = None,
+    claim: Claim | None = None,
 ) -> RoundSummary:
     """Fetch ``requests`` concurrently (a global and a per-host limit) and process each result
-    as it arrives. Setting ``stop`` cancels the fetches still in flight; what is complete is
-    already written."""
+    as it arrives. With ``claim`` (a store shared by several workers), feeds come from
+    ``claim(n)`` instead, a few at a time, so that no more are leased than are being fetched.
+    Setting ``stop`` cancels the fetches still in flight; what is complete is already written."""
     started = clock()
     results: list[FeedUpdateResult] = []
     limit = asyncio.Semaphore(settings.fetch.concurrency)
     per_host = settings.fetch.per_host
     hosts: dict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(per_host))
+    window = settings.fetch.concurrency
 
     async with make_client(settings.fetch) as client:
 
@@ -132,18 +140,36 @@ async def run_round(
                 async with hosts[host]:
                     return await fetch_feed(client, req, settings.fetch, clock())
 
-        tasks = [asyncio.create_task(one(r)) for r in requests]
+        queue = deque(requests)
+        tasks: set[asyncio.Task] = set()
+
+        def refill() -> None:
+            while True:
+                while queue and (claim is None or len(tasks) < window):
+                    tasks.add(asyncio.create_task(one(queue.popleft())))
+                if claim is None or len(tasks) >= window or (stop is not None and stop.is_set()):
+                    return
+                more = claim(window - len(tasks))
+                if not more:
+                    return
+                queue.extend(more)
+
+        refill()
         watcher = asyncio.create_task(_cancel_on(stop, tasks)) if stop is not None else None
         try:
-            for next_done in asyncio.as_completed(tasks):
-                try:
-                    fetched = await next_done
-                except asyncio.CancelledError:
+            while tasks:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    tasks.discard(task)
+                    if task.cancelled():
+                        continue
+                    res = process_result(store, task.result(), clock(), settings)
+                    results.append(res)
+                    if on_result is not None:
+                        on_result(res)
+                if stop is not None and stop.is_set():
                     break
-                res = process_result(store, fetched, clock(), settings)
-                results.append(res)
-                if on_result is not None:
-                    on_result(res)
+                refill()
         finally:
             for t in tasks:
                 t.cancel()
@@ -153,11 +179,45 @@ async def run_round(
     return RoundSummary(started_at=started, finished_at=clock(), results=tuple(results))
 
 
-async def _cancel_on(stop: threading.Event, tasks: list[asyncio.Task]) -> None:
+async def _cancel_on(stop: threading.Event, tasks: set[asyncio.Task]) -> None:
     while not stop.is_set():
         await asyncio.sleep(0.05)
-    for t in tasks:
+    for t in list(tasks):
         t.cancel()
+
+
+def worker_id() -> str:
+    """Who holds a lease: host and process (the pid is read each time: forks differ)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Claimer:
+    """Leases feeds for one round on a shared store, walking the feeds by id."""
+
+    def __init__(self, store, settings, clock, feed_ids, due_only):
+        self.store, self.clock, self.feed_ids, self.due_only = store, clock, feed_ids, due_only
+        f = settings.fetch
+        # A claimed feed may wait for others of its host before its own fetch starts.
+        waves = -(-f.concurrency // f.per_host) if f.per_host else 1
+        self.lease = max(settings.store.lease_seconds, waves * f.total_timeout + 30)
+        self.worker = worker_id()
+        self.after = 0
+        self.skipped = self.claimed = 0
+
+    def __call__(self, n: int) -> list[FetchRequest]:
+        while True:
+            now = self.clock()
+            got = self.store.claim_feeds(
+                self.worker, now, n, self.lease, self.after, self.feed_ids, self.due_only
+            )
+            if not got:
+                return []
+            self.after = got[-1].feed_id
+            self.claimed += len(got)
+            due = [r for r in got if r.retry_after is None or r.retry_after <= now]
+            self.skipped += len(got) - len(due)
+            if due:
+                return due
 
 
 def update(
@@ -173,13 +233,26 @@ def update(
 ) -> RoundSummary:
     """Synchronous entry point: one round over ``feed_ids`` (all live feeds when None; with
     ``due_only``, those whose scheduled check has come), then the clustering stage over every
-    entry that has no story yet. The CLI's `update` and the daemon's tick both call this."""
+    entry that has no story yet. The CLI's `update` and the daemon's tick both call this.
+    On a store shared by several workers, feeds are leased as the round goes
+    (``store.claim_feeds``), so each is fetched by one worker."""
     now = clock()
-    requests = store.fetch_requests(feed_ids, due_before=now if due_only else None)
-    due = [r for r in requests if r.retry_after is None or r.retry_after <= now]
-    if on_start is not None:
-        on_start(len(due))
-    summary = asyncio.run(run_round(store, due, settings, clock, on_result, stop))
+    if store.shared:
+        claimer = _Claimer(store, settings, clock, feed_ids, due_only)
+        if on_start is not None:
+            on_start(store.feed_counts(now)["due" if due_only else "total"])
+        try:
+            summary = asyncio.run(run_round(store, [], settings, clock, on_result, stop, claimer))
+        finally:
+            store.release_leases(claimer.worker)
+        skipped = claimer.skipped
+    else:
+        requests = store.fetch_requests(feed_ids, due_before=now if due_only else None)
+        due = [r for r in requests if r.retry_after is None or r.retry_after <= now]
+        if on_start is not None:
+            on_start(len(due))
+        summary = asyncio.run(run_round(store, due, settings, clock, on_result, stop))
+        skipped = len(requests) - len(due)
     stage = clustering or ClusteringStage(settings.cluster)
     clustered = stage.run(store, clock())
     store.index_pending()  # full-text index, in one batch per round
@@ -187,7 +260,7 @@ def update(
         started_at=summary.started_at,
         finished_at=clock(),
         results=summary.results,
-        skipped=len(requests) - len(due),
+        skipped=skipped,
         clustered=clustered.entries,
         stories_touched=clustered.stories_touched,
     )

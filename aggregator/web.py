@@ -26,7 +26,7 @@ from .config import Settings, parse_duration
 from .errors import AggregatorError, NotFoundError
 from .export import web_url
 from .render import HIT_END, HIT_START
-from .store import SQLiteStore
+from .store import open_store
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }} · aggregator</title>
@@ -84,7 +84,7 @@ def create_app(db: str | Path, settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
 
     def agg() -> Aggregator:
-        return Aggregator(SQLiteStore(Path(db), readonly=True), settings)
+        return Aggregator(open_store(str(db), readonly=True), settings)
 
     def params(request: Request):
         q = request.query_params

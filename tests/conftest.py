@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -17,6 +18,47 @@ if os.environ.get("AGGREGATOR_SHARED_DATA"):
     SHARED_DATA = Path(os.environ["AGGREGATOR_SHARED_DATA"])
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+# The PostgreSQL server the postgres tests use; .ci/run makes them required.
+PG_URL = os.environ.get("AGGREGATOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRE_PG = os.environ.get("AGGREGATOR_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(scope="session")
+def pg_admin():
+    """A connection to the test server, or a skip saying why there is none (a failure when
+    AGGREGATOR_REQUIRE_POSTGRES=1)."""
+    try:
+        import psycopg
+
+        conn = psycopg.connect(PG_URL, autocommit=True, connect_timeout=5)
+    except Exception as e:  # ImportError or any connection error: say which
+        why = f"PostgreSQL at {PG_URL} is not usable ({type(e).__name__}: {e})".strip()
+        if REQUIRE_PG:
+            pytest.fail(f"{why}; AGGREGATOR_REQUIRE_POSTGRES=1 makes these tests required")
+        pytest.skip(f"{why}; set AGGREGATOR_TEST_POSTGRES to a server to run them")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def pg_url(pg_admin):
+    """A store URL with a schema of its own, dropped after the test."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    pg_admin.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        pg_admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_target(request, tmp_path) -> str:
+    """The store of a test that should behave the same on both backends."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.sqlite")
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Whole rounds through the library API against a real local server and a real SQLite file."""
+"""Whole rounds through the library API against a real local server, on both stores (a SQLite
+file, a PostgreSQL schema)."""
 
 from __future__ import annotations
 
@@ -28,15 +29,15 @@ class Clock:
         return self.now
 
 
-def open_agg(tmp_path, clock=None, settings=FAST):
-    return Aggregator.open(db=tmp_path / "s.sqlite", settings=settings, clock=clock or Clock())
+def open_agg(db_target, clock=None, settings=FAST):
+    return Aggregator.open(db=db_target, settings=settings, clock=clock or Clock())
 
 
 def hits(server, path):
     return sum(1 for req, _ in server.log if req.path == path)
 
 
-def test_one_bad_feed_never_stops_the_others(server, tmp_path):
+def test_one_bad_feed_never_stops_the_others(server, db_target):
     for i in range(20):
         server.expect_request(f"/ok{i}").respond_with_data(rss(f"F{i}", simple_items(3, f"F{i}")))
     server.expect_request("/hang").respond_with_handler(lambda r: (time.sleep(3), Response("x"))[1])
@@ -45,7 +46,7 @@ def test_one_bad_feed_never_stops_the_others(server, tmp_path):
         "<html><body>hi</body></html>", content_type="text/html"
     )
     server.expect_request("/junk").respond_with_data(b"\x00\xff garbage")
-    with open_agg(tmp_path) as agg:
+    with open_agg(db_target) as agg:
         for path in [f"/ok{i}" for i in range(20)] + ["/hang", "/500", "/html", "/junk"]:
             agg.add_feed(server.url_for(path), check=False)
         started = time.monotonic()
@@ -61,7 +62,7 @@ def test_one_bad_feed_never_stops_the_others(server, tmp_path):
         assert len(agg.entries(limit=1000)) == 60
 
 
-def test_conditional_get_on_the_next_round(server, tmp_path):
+def test_conditional_get_on_the_next_round(server, db_target):
     body = rss("A", simple_items(2))
 
     def handler(request: Request):
@@ -70,7 +71,7 @@ def test_conditional_get_on_the_next_round(server, tmp_path):
         return Response(body, headers={"ETag": '"v1"'}, content_type="application/rss+xml")
 
     server.expect_request("/a").respond_with_handler(handler)
-    with open_agg(tmp_path) as agg:
+    with open_agg(db_target) as agg:
         agg.add_feed(server.url_for("/a"), check=False)
         first = agg.update()
         second = agg.update()
@@ -79,11 +80,11 @@ def test_conditional_get_on_the_next_round(server, tmp_path):
     assert server.log[-1][0].headers.get("If-None-Match") == '"v1"'
 
 
-def test_changed_entry_is_updated_not_duplicated(server, tmp_path):
+def test_changed_entry_is_updated_not_duplicated(server, db_target):
     items = simple_items(2)
     state = {"body": rss("A", items)}
     server.expect_request("/a").respond_with_handler(lambda r: Response(state["body"]))
-    with open_agg(tmp_path) as agg:
+    with open_agg(db_target) as agg:
         agg.add_feed(server.url_for("/a"), check=False)
         agg.update()
         items[0] = {**items[0], "title": "Corrected headline"}
@@ -94,10 +95,10 @@ def test_changed_entry_is_updated_not_duplicated(server, tmp_path):
     assert titles == ["Corrected headline", "Item 1"]
 
 
-def test_permanent_redirect_updates_the_feed_url(server, tmp_path):
+def test_permanent_redirect_updates_the_feed_url(server, db_target):
     server.expect_request("/old").respond_with_data("", status=301, headers={"Location": "/new"})
     server.expect_request("/new").respond_with_data(rss("A", simple_items(1)))
-    with open_agg(tmp_path) as agg:
+    with open_agg(db_target) as agg:
         feed = agg.add_feed(server.url_for("/old"), check=False).feed
         agg.update()
         moved = agg.feed(feed.id)
@@ -107,18 +108,18 @@ def test_permanent_redirect_updates_the_feed_url(server, tmp_path):
     assert hits(server, "/old") == 1 and hits(server, "/new") == 2
 
 
-def test_temporary_redirect_keeps_the_feed_url(server, tmp_path):
+def test_temporary_redirect_keeps_the_feed_url(server, db_target):
     server.expect_request("/old").respond_with_data("", status=302, headers={"Location": "/new"})
     server.expect_request("/new").respond_with_data(rss("A", simple_items(1)))
-    with open_agg(tmp_path) as agg:
+    with open_agg(db_target) as agg:
         feed = agg.add_feed(server.url_for("/old"), check=False).feed
         agg.update()
         assert agg.feed(feed.id).url == server.url_for("/old")
 
 
-def test_gone_feed_is_not_polled_again(server, tmp_path):
+def test_gone_feed_is_not_polled_again(server, db_target):
     server.expect_request("/gone").respond_with_data("bye", status=410)
-    with open_agg(tmp_path) as agg:
+    with open_agg(db_target) as agg:
         feed = agg.add_feed(server.url_for("/gone"), check=False).feed
         assert agg.update().results[0].outcome is Outcome.GONE
         assert agg.update().results == ()
@@ -126,12 +127,12 @@ def test_gone_feed_is_not_polled_again(server, tmp_path):
     assert hits(server, "/gone") == 1
 
 
-def test_retry_after_is_honoured_across_rounds(server, tmp_path):
+def test_retry_after_is_honoured_across_rounds(server, db_target):
     server.expect_request("/busy").respond_with_data(
         "later", status=429, headers={"Retry-After": "600"}
     )
     clock = Clock()
-    with open_agg(tmp_path, clock) as agg:
+    with open_agg(db_target, clock) as agg:
         agg.add_feed(server.url_for("/busy"), check=False)
         agg.update()
         clock.now += timedelta(minutes=5)
@@ -143,23 +144,23 @@ def test_retry_after_is_honoured_across_rounds(server, tmp_path):
     assert hits(server, "/busy") == 2
 
 
-def test_parse_error_does_not_keep_validators(server, tmp_path):
+def test_parse_error_does_not_keep_validators(server, db_target):
     server.expect_request("/a").respond_with_data(
         "<html><body>oops</body></html>", headers={"ETag": '"x"'}
     )
-    with open_agg(tmp_path) as agg:
+    with open_agg(db_target) as agg:
         feed = agg.add_feed(server.url_for("/a"), check=False).feed
         agg.update()
         got = agg.feed(feed.id)
     assert got.last_status == "parse_error" and got.etag is None
 
 
-def test_partial_feed_stores_good_entries_and_records_warning(server, tmp_path):
+def test_partial_feed_stores_good_entries_and_records_warning(server, db_target):
     full = rss("A", simple_items(4))
     server.expect_request("/a").respond_with_data(
         full[: full.rindex("<item>")] + "<item><title>cut"
     )
-    with open_agg(tmp_path) as agg:
+    with open_agg(db_target) as agg:
         feed = agg.add_feed(server.url_for("/a"), check=False).feed
         s = agg.update()
         got = agg.feed(feed.id)
@@ -167,19 +168,19 @@ def test_partial_feed_stores_good_entries_and_records_warning(server, tmp_path):
     assert got.last_status == "ok" and "partly readable" in got.last_error
 
 
-def test_same_canonical_link_in_one_feed_without_guid_is_one_entry(server, tmp_path):
+def test_same_canonical_link_in_one_feed_without_guid_is_one_entry(server, db_target):
     items = [
         {"title": "A", "link": "https://x.example/a?utm_source=1"},
         {"title": "A again", "link": "https://x.example/a?utm_source=2"},
     ]
     server.expect_request("/a").respond_with_data(rss("A", items))
-    with open_agg(tmp_path) as agg:
+    with open_agg(db_target) as agg:
         agg.add_feed(server.url_for("/a"), check=False)
         assert agg.update().new_entries == 1
 
 
 @pytest.mark.parametrize(("per_host", "most"), [(2, 2), (0, 6)])
-def test_per_host_limit(server, tmp_path, per_host, most):
+def test_per_host_limit(server, db_target, per_host, most):
     """At most fetch.per_host requests at once to one host, whatever the global limit."""
     lock = threading.Lock()
     state = {"now": 0, "max": 0}
@@ -196,7 +197,7 @@ def test_per_host_limit(server, tmp_path, per_host, most):
     for i in range(6):
         server.expect_request(f"/f{i}.xml").respond_with_handler(handler)
     settings = Settings(fetch=FetchSettings(concurrency=16, per_host=per_host, total_timeout=10))
-    with open_agg(tmp_path, settings=settings) as agg:
+    with open_agg(db_target, settings=settings) as agg:
         for i in range(6):
             agg.add_feed(server.url_for(f"/f{i}.xml"), check=False)
         assert agg.update().ok == 6

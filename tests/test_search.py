@@ -1,10 +1,18 @@
-"""Full-text search (FTS5), indexed in batches after each round."""
+"""Full-text search, the same on both stores: SQLite's FTS5 (indexed in batches after each
+round) and PostgreSQL's tsvector/GIN (queries in FTS5's syntax, translated)."""
 
 from __future__ import annotations
 
 import json
 
-from .conftest import rss, simple_items
+import pytest
+
+from .conftest import Runner, rss, simple_items
+
+
+@pytest.fixture
+def run_cli(db_target) -> Runner:
+    return Runner(db_target)
 
 
 def serve(server, path, title, items):
@@ -88,15 +96,15 @@ def test_removed_feed_entries_leave_search(server, run_cli):
     assert json.loads(run_cli("search", "zebra", "--format", "json").stdout) == []
 
 
-def test_only_the_newest_matches_are_ranked(tmp_path, monkeypatch):
+def test_only_the_newest_matches_are_ranked(db_target, monkeypatch):
     """A common word in a big store: only the newest RANKED_MATCHES matches are scored."""
     from datetime import UTC, datetime, timedelta
 
     from aggregator.models import Entry, FetchResult, Outcome, ParsedFeed
-    from aggregator.store import SQLiteStore, sqlite_search
+    from aggregator.store import open_store, postgres, sqlite_search
 
     now = datetime.now(UTC)
-    store = SQLiteStore(tmp_path / "s.sqlite")
+    store = open_store(db_target)
     f = store.add_feed("https://x.example/f", None, now)
     entries = [
         Entry(
@@ -123,11 +131,13 @@ def test_only_the_newest_matches_are_ranked(tmp_path, monkeypatch):
         now,
     )
     assert len(store.search("budget")) == 10
-    monkeypatch.setattr(sqlite_search, "RANKED_MATCHES", 3)
+    monkeypatch.setattr(postgres if store.shared else sqlite_search, "RANKED_MATCHES", 3)
     assert sorted(h.entry.title for h in store.search("budget")) == [
         "budget item 7",
         "budget item 8",
         "budget item 9",
     ]
     assert len(store.search("item AND budget")) == 3
+    assert len(store.search("title:budget NOT item")) == 0
+    assert len(store.search("summary:budget")) == 0
     store.close()

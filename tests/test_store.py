@@ -1,4 +1,5 @@
-"""The SQLite store on real files."""
+"""The store contract on both backends (a SQLite file, a PostgreSQL schema), and what is
+SQLite's own (WAL, files) on real files."""
 
 from __future__ import annotations
 
@@ -41,13 +42,14 @@ PARSED = ParsedFeed(format="rss20", title="X", link="https://x.example/", entrie
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SQLiteStore(tmp_path / "s.sqlite")
+def store(db_target):
+    s = open_store(db_target)
     yield s
     s.close()
 
 
-def test_wal_foreign_keys_and_migrations_recorded(store):
+def test_wal_foreign_keys_and_migrations_recorded(tmp_path):
+    store = SQLiteStore(tmp_path / "s.sqlite")
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert store.schema_version() == max(v for v, _, _ in MIGRATIONS)

@@ -78,10 +78,10 @@ def expected(rows) -> set[frozenset[str]]:
 
 
 @pytest.fixture
-def setup(server, tmp_path):
+def setup(server, db_target):
     outlets = Outlets(server)
     clock = {"now": T + timedelta(hours=6)}
-    agg = Aggregator.open(db=tmp_path / "s.sqlite", clock=lambda: clock["now"])
+    agg = Aggregator.open(db=db_target, clock=lambda: clock["now"])
     for url in outlets.urls.values():
         agg.add_feed(url, check=False)
     yield agg, outlets, clock
@@ -207,11 +207,11 @@ def test_explain_two_entries(setup):
     assert not e2.would_merge and e2.shared == ()
 
 
-def test_cli_stories_story_explain_and_corrections(setup, run_cli):
+def test_cli_stories_story_explain_and_corrections(setup, db_target):
     agg, outlets, _ = setup
     outlets.publish(ROUND1)
     agg.update()
-    db = str(agg.store.path)
+    db = db_target
     from click.testing import CliRunner
 
     from aggregator.cli import cli

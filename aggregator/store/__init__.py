@@ -1,5 +1,5 @@
 """Storage behind one protocol. ``open_store(target)`` picks the backend from the target:
-a path (or empty: the default file) is SQLite."""
+a ``postgresql://`` URL is PostgreSQL; a path (or empty: the default file) is SQLite."""
 
 from __future__ import annotations
 
@@ -7,11 +7,19 @@ from pathlib import Path
 
 import platformdirs
 
-from ..errors import StoreError
 from .base import Store, StoreStats
+from .postgres import PostgresStore, is_postgres_url
 from .sqlite import SQLiteStore
 
-__all__ = ["SQLiteStore", "Store", "StoreStats", "default_db_path", "open_store"]
+__all__ = [
+    "PostgresStore",
+    "SQLiteStore",
+    "Store",
+    "StoreStats",
+    "default_db_path",
+    "is_postgres_url",
+    "open_store",
+]
 
 
 def default_db_path() -> Path:
@@ -20,7 +28,7 @@ def default_db_path() -> Path:
 
 def open_store(target: str | Path | None = None, *, readonly: bool = False) -> Store:
     text = str(target) if target else ""
-    if text.startswith(("postgres://", "postgresql://")):
-        raise StoreError("PostgreSQL stores are not supported by this version; use a SQLite path")
+    if is_postgres_url(text):
+        return PostgresStore(text, readonly=readonly)
     path = Path(text).expanduser() if text else default_db_path()
     return SQLiteStore(path, readonly=readonly)

@@ -1,5 +1,5 @@
-"""Story storage for SQLite: clustering input and output, story queries, manual corrections.
-Mixed into SQLiteStore; uses its ``db`` connection and ``_write`` transaction helper."""
+"""Story storage: clustering input and output, story queries, manual corrections. Mixed into
+SQLStore (both backends); uses its ``db`` connection and ``_write`` transaction helper."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from ..errors import NotFoundError
+from ..errors import ClusterConflictError, NotFoundError
 from ..models import ClusterItem, Story, StoryDetail, StoryMember
 from ._rows import dt as _dt
 from ._rows import ts as _ts
@@ -29,6 +29,7 @@ def _item(r) -> ClusterItem:
 
 class StoryStoreMixin:
     db: object
+    _FOR_UPDATE = ""
 
     # -- clustering input -------------------------------------------------------------------------
 
@@ -66,17 +67,25 @@ class StoryStoreMixin:
         assignments: Iterable[tuple[int, int, float, str]],
         merges: Sequence[tuple[int, int]],
         now: datetime,
+        generation: int | None = None,
     ) -> set[int]:
         """In one transaction: set (entry_id, story_id, score, reason) for unclustered entries,
         fold merged stories (gone, keep) into their survivors, refresh story aggregates.
-        Returns the ids of the stories touched."""
+        Returns the ids of the stories touched. With ``generation``, refuses
+        (ClusterConflictError, nothing written) when a correction changed the stories since
+        the caller's clusterer was built from them."""
         now_ts = _ts(now)
         touched: set[int] = set()
         with self._write() as db:
+            current = self._lock_generation(db)
+            if generation is not None and current != generation:
+                raise ClusterConflictError(
+                    f"stories changed meanwhile (generation {current}, expected {generation})"
+                )
             rows = [(sid, score, reason, eid) for eid, sid, score, reason in assignments]
             touched.update(r[0] for r in rows)
             db.executemany(
-                "INSERT OR IGNORE INTO stories (id, created_at) VALUES (?, ?)",
+                "INSERT INTO stories (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 [(sid, now_ts) for sid in touched],
             )
             db.executemany(
@@ -86,12 +95,12 @@ class StoryStoreMixin:
             )
             for gone, keep in merges:
                 db.execute(
-                    "INSERT OR IGNORE INTO stories (id, created_at) VALUES (?, ?)", (keep, now_ts)
+                    "INSERT INTO stories (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (keep, now_ts),
                 )
                 db.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", (keep, gone))
                 db.execute("DELETE FROM stories WHERE id = ?", (gone,))
-                db.execute("UPDATE OR IGNORE story_blocks SET a = ? WHERE a = ?", (keep, gone))
-                db.execute("UPDATE OR IGNORE story_blocks SET b = ? WHERE b = ?", (keep, gone))
+                _move_blocks(db, gone, keep)
                 touched.discard(gone)
                 touched.add(keep)
             self._refresh_stories(db, touched)
@@ -169,11 +178,10 @@ class StoryStoreMixin:
         if search:
             where.append(
                 "EXISTS (SELECT 1 FROM entries e WHERE e.story_id = s.id"
-                " AND (e.title LIKE ? ESCAPE '\\' OR e.summary LIKE ? ESCAPE '\\'))"
+                f" AND (e.title {self._LIKE} ? ESCAPE '\\'"
+                f" OR e.summary {self._LIKE} ? ESCAPE '\\'))"
             )
-            pattern = (
-                "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            )
+            pattern = "%" + like_escape(search) + "%"
             params.extend([pattern, pattern])
         sql = (
             f"SELECT {self._STORY_COLS} FROM stories s WHERE {' AND '.join(where)}"
@@ -222,9 +230,17 @@ class StoryStoreMixin:
 
     # -- manual corrections -----------------------------------------------------------------------
 
+    def _lock_generation(self, db) -> int:
+        """The correction counter, locked until the transaction ends: story writes serialize."""
+        row = db.execute(
+            f"SELECT value FROM meta WHERE key = 'cluster_generation'{self._FOR_UPDATE}"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def _bump_generation(self, db) -> None:
         db.execute(
-            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'cluster_generation'"
+            "UPDATE meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)"
+            " WHERE key = 'cluster_generation'"
         )
 
     def _record(self, db, kind: str, story_id, other, entry_ids, now: datetime) -> None:
@@ -241,14 +257,13 @@ class StoryStoreMixin:
         self.story(keep)
         self.story(gone)
         with self._write() as db:
+            self._lock_generation(db)
             db.execute("UPDATE entries SET story_id = ? WHERE story_id = ?", (keep, gone))
             db.execute(
                 "DELETE FROM story_blocks WHERE (a = ? AND b = ?) OR (a = ? AND b = ?)",
                 (keep, gone, gone, keep),
             )
-            db.execute("UPDATE OR IGNORE story_blocks SET a = ? WHERE a = ?", (keep, gone))
-            db.execute("UPDATE OR IGNORE story_blocks SET b = ? WHERE b = ?", (keep, gone))
-            db.execute("DELETE FROM story_blocks WHERE a = ? OR b = ?", (gone, gone))
+            _move_blocks(db, gone, keep)
             db.execute("DELETE FROM stories WHERE id = ?", (gone,))
             self._refresh_stories(db, [keep])
             self._record(db, "merge", keep, gone, [], now)
@@ -265,6 +280,7 @@ class StoryStoreMixin:
                 f"that would move every entry of story {story_id}; nothing to split"
             )
         with self._write() as db:
+            self._lock_generation(db)
             new_id = (db.execute("SELECT max(id) FROM stories").fetchone()[0] or 0) + 1
             db.execute("INSERT INTO stories (id, created_at) VALUES (?, ?)", (new_id, _ts(now)))
             db.executemany(
@@ -273,7 +289,7 @@ class StoryStoreMixin:
                 [(new_id, e) for e in entry_ids],
             )
             db.execute(
-                "INSERT OR IGNORE INTO story_blocks VALUES (?, ?)",
+                "INSERT INTO story_blocks (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (min(story_id, new_id), max(story_id, new_id)),
             )
             self._refresh_stories(db, [story_id, new_id])
@@ -287,3 +303,20 @@ class StoryStoreMixin:
         if self.story(item.story_id).story.entry_count == 1:
             raise NotFoundError(f"entry {entry_id} is already alone in story {item.story_id}")
         return self.split_story(item.story_id, [entry_id], now)
+
+
+def _move_blocks(db, gone: int, keep: int) -> None:
+    """Story ``gone`` is folded into ``keep``: its "never merge" pairs now hold for ``keep``."""
+    db.execute(
+        "INSERT INTO story_blocks (a, b)"
+        " SELECT CASE WHEN a = ? THEN CAST(? AS BIGINT) ELSE a END,"
+        " CASE WHEN b = ? THEN CAST(? AS BIGINT) ELSE b END"
+        " FROM story_blocks WHERE a = ? OR b = ? ON CONFLICT DO NOTHING",
+        (gone, keep, gone, keep, gone, gone),
+    )
+    db.execute("DELETE FROM story_blocks WHERE a = ? OR b = ? OR a = b", (gone, gone))
+
+
+def like_escape(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern written with ESCAPE '\\'."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

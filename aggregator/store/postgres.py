@@ -1,0 +1,258 @@
+"""PostgreSQL store (psycopg 3), for users who outgrow one machine: several daemons, on one or
+many machines, share one database and coordinate through it.
+
+- Same behaviour as SQLite: every query and write is SQLStore's; this module adds the
+  connection, migrations, sizes and search (a generated tsvector column with a GIN index,
+  searched with the same syntax as FTS5, see tsquery.py).
+- Feeds are leased with ``SELECT ... FOR UPDATE SKIP LOCKED`` (SQLStore.claim_feeds), so each
+  due feed goes to one worker; a crashed worker's feeds go to others when its lease ends.
+- Clustering keeps in-memory state that must match the stored stories, so one worker clusters:
+  the holder of a session-level advisory lock. The lock goes with the session, so when that
+  worker dies (or loses its connection) another takes over on its next round, starting from
+  the store. Story writes also lock the correction counter row, so a correction and a
+  clustering write never interleave.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from datetime import datetime
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from ..errors import SearchSyntaxError, StoreError
+from ..models import SearchHit
+from ._rows import ENTRY_COLUMNS, stored_entry
+from ._rows import ts as _ts
+from .base import StoreStats
+from .pg_migrations import PG_MIGRATIONS
+from .sql import SQLStore
+from .tsquery import to_tsquery
+
+CONNECT_TIMEOUT_S = 10
+STATEMENT_TIMEOUT_MS = 120_000  # no query of ours takes minutes; a stuck one fails clearly
+LOCK_TIMEOUT_MS = 30_000
+RANKED_MATCHES = 5000  # as in SQLite: rank the newest matches only
+HIT_START, HIT_END = "\x02", "\x03"
+HEADLINE = f"StartSel={HIT_START}, StopSel={HIT_END}, MaxWords=16, MinWords=6, MaxFragments=1"
+TABLES = ("feeds", "entries", "stories", "story_blocks", "corrections", "meta")
+
+
+def is_postgres_url(text: str) -> bool:
+    return text.startswith(("postgres://", "postgresql://"))
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+@lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    """SQLStore's ``?`` placeholders -> psycopg's ``%s`` (a literal ``%`` doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _clean(params):
+    # PostgreSQL text cannot hold NUL characters; feeds in the wild sometimes carry them.
+    return [p.replace("\x00", "") if isinstance(p, str) and "\x00" in p else p for p in params]
+
+
+class _Connection:
+    """The sqlite3-like surface SQLStore uses (execute/executemany -> cursor), over psycopg."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def execute(self, sql: str, params=None):
+        if params is None:
+            return self.conn.execute(sql)
+        return self.conn.execute(_pg_sql(sql), _clean(params))
+
+    def executemany(self, sql: str, rows):
+        cur = self.conn.cursor()
+        cur.executemany(_pg_sql(sql), [_clean(r) for r in rows])
+        return cur
+
+
+class PostgresStore(SQLStore):
+    _LOCK_ROWS = " FOR UPDATE SKIP LOCKED"
+    _FOR_UPDATE = " FOR UPDATE"
+    _LIKE = "ILIKE"
+    shared = True
+
+    def __init__(self, url: str, *, readonly: bool = False):
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreError(
+                "PostgreSQL stores need psycopg; install it with "
+                "`pip install 'aggregator[postgres]'` (or `pip install 'psycopg[binary]'`)"
+            ) from None
+        self._psycopg = psycopg
+        self.url = url
+        self.path = None  # no file: the daemon's one-per-store lock does not apply
+        self.readonly = readonly
+        self._leading = False
+        try:
+            self.conn = psycopg.connect(
+                url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                application_name="aggregator",
+            )
+            self.conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            self.conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+            if readonly:
+                self.conn.execute("SET default_transaction_read_only = on")
+        except psycopg.Error as e:
+            raise StoreError(
+                f"cannot connect to the PostgreSQL store {redact(url)}: "
+                f"{_first_line(e)}; check the URL and that the server is running"
+            ) from None
+        self.db = _Connection(self.conn)
+        try:
+            if readonly:
+                newest = max(v for v, _, _ in PG_MIGRATIONS)
+                if self._applied_version() != newest:
+                    raise StoreError(
+                        f"the store {redact(url)} needs an upgrade; run `aggregator update` once"
+                    )
+            else:
+                self._migrate()
+        except psycopg.Error as e:
+            self.conn.close()
+            raise StoreError(f"cannot open the store {redact(url)}: {_first_line(e)}") from None
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def _write(self):
+        try:
+            with self.conn.transaction():
+                yield self.db
+        except self._psycopg.errors.QueryCanceled as e:
+            raise StoreError(f"the store {redact(self.url)} timed out: {_first_line(e)}") from None
+        except self._psycopg.OperationalError as e:
+            raise StoreError(
+                f"the store {redact(self.url)} cannot be written: {_first_line(e)}"
+            ) from None
+
+    def _applied_version(self) -> int | None:
+        exists = self.conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0]
+        if exists is None:
+            return None
+        return self.conn.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+
+    def _migrate(self) -> None:
+        newest = max(v for v, _, _ in PG_MIGRATIONS)
+        with self.conn.transaction():
+            # Workers starting together: one migrates, the others wait and find it done.
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':m'))")
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+            )
+            done = {r[0] for r in self.conn.execute("SELECT version FROM schema_migrations")}
+            if done and max(done) > newest:
+                raise StoreError(
+                    f"the store {redact(self.url)} was written by a newer aggregator "
+                    f"(schema {max(done)} > {newest}); upgrade aggregator"
+                )
+            for version, name, sql in PG_MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self.conn.execute(
+                    "INSERT INTO schema_migrations VALUES (%s, %s, extract(epoch from now()))",
+                    (version, name),
+                )
+
+    def schema_version(self) -> int:
+        return self._applied_version() or 0
+
+    def stats(self) -> StoreStats:
+        feeds = self.db.execute("SELECT count(*) FROM feeds").fetchone()[0]
+        entries = self.db.execute("SELECT count(*) FROM entries").fetchone()[0]
+        size = self.db.execute(
+            "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+        ).fetchone()[0]
+        return StoreStats(feeds=feeds, entries=entries, size_bytes=int(size or 0))
+
+    def lead_clustering(self) -> bool:
+        if self.readonly:
+            return False
+        if not self._leading:
+            self._leading = bool(
+                self.conn.execute(
+                    "SELECT pg_try_advisory_lock(hashtext(current_schema() || ':cluster'))"
+                ).fetchone()[0]
+            )
+        return self._leading
+
+    # -- search ---------------------------------------------------------------------------------
+
+    def index_pending(self) -> int:
+        return 0  # the tsvector column is computed as rows are written
+
+    def purge_search_index(self) -> None:
+        pass  # index rows go with their entries
+
+    def search(self, query: str, since: datetime | None = None, limit: int = 50) -> list[SearchHit]:
+        tsq = to_tsquery(query)
+        params: list = [tsq]
+        where = "e.search @@ q.q"
+        cutoff = self.db.execute(
+            "SELECT e.id FROM entries e, to_tsquery('simple', ?) q WHERE e.search @@ q"
+            " ORDER BY e.id DESC OFFSET ? LIMIT 1",
+            (tsq, RANKED_MATCHES - 1),
+        ).fetchone()
+        if cutoff is not None:
+            where += " AND e.id >= ?"
+            params.append(cutoff[0])
+        if since is not None:
+            where += " AND e.published >= ?"
+            params.append(_ts(since))
+        params += [limit, tsq]
+        try:
+            rows = self.db.execute(
+                f"""
+                WITH q AS (SELECT to_tsquery('simple', ?) AS q),
+                hits AS (
+                    SELECT e.id, -ts_rank(e.search, q.q) AS rank, e.published
+                    FROM entries e, q WHERE {where}
+                    ORDER BY rank, e.published DESC, e.id DESC LIMIT ?
+                )
+                SELECT {ENTRY_COLUMNS},
+                    ts_headline('simple', e.title || ' … ' || left(e.summary, 20000), q2.q,
+                                '{HEADLINE}'),
+                    hits.rank
+                FROM hits JOIN entries e ON e.id = hits.id JOIN feeds f ON f.id = e.feed_id,
+                    (SELECT to_tsquery('simple', ?) AS q) q2
+                ORDER BY hits.rank, hits.published DESC, hits.id DESC
+                """,
+                params,
+            ).fetchall()
+        except self._psycopg.errors.SyntaxError as e:
+            raise SearchSyntaxError(
+                f"cannot read the search {query!r} ({_first_line(e)}); put phrases in double "
+                "quotes and join words with AND, OR or NOT"
+            ) from None
+        return [SearchHit(entry=stored_entry(r), snippet=r[13], rank=r[14]) for r in rows]
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    return re.sub(r"\s+", " ", text.splitlines()[0])
