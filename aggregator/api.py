@@ -29,6 +29,7 @@ from .errors import (
     NotAFeedError,
     OPMLError,
     ParseError,
+    StoreError,
 )
 from .fetch import fetch_feed, make_client
 from .models import (
@@ -300,6 +301,28 @@ class Aggregator:
             if len(out) >= limit:
                 break
         return out
+
+    def migrate_to(
+        self, target: str, on_table: Callable[[str, int], None] | None = None
+    ) -> dict[str, int]:
+        """Copy this SQLite store, every row, into the empty PostgreSQL store at ``target``
+        (a postgresql:// URL). Returns the rows copied per table."""
+        from .store import PostgresStore, SQLiteStore, is_postgres_url
+        from .store.migrate import copy_sqlite_to_postgres
+
+        if not isinstance(self.store, SQLiteStore):
+            raise StoreError("migrate copies a SQLite store; give its path with --db")
+        if not is_postgres_url(target):
+            raise StoreError(
+                f"the target {target!r} is not a PostgreSQL URL; "
+                "use postgresql://user@host:port/database"
+            )
+        self.store.index_pending()
+        dst = PostgresStore(target)
+        try:
+            return copy_sqlite_to_postgres(self.store, dst, on_table)
+        finally:
+            dst.close()
 
     def cluster(self) -> ClusterSummary:
         """Place every stored entry that has no story yet (``update`` does this itself)."""

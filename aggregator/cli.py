@@ -521,6 +521,21 @@ def serve(state: State, host: str, port: int):
     run_server(db, host, port, settings)
 
 
+@cli.command()
+@click.argument("target", metavar="POSTGRESQL_URL")
+@click.pass_obj
+def migrate(state: State, target: str):
+    """Copy this SQLite store (--db) into an empty PostgreSQL store: feeds, entries, stories,
+    corrections, every row with its id. Then run with --db POSTGRESQL_URL."""
+    from .store.postgres import redact
+
+    counts = state.agg().migrate_to(
+        target, on_table=lambda table, n: click.echo(f"{table}: {n} rows", err=True)
+    )
+    total = sum(counts.values())
+    click.echo(f"copied {total} rows into {redact(target)}; use --db with that URL from now on")
+
+
 # -- the daemon -----------------------------------------------------------------------------------
 
 

@@ -108,6 +108,7 @@ def process_result(
 
 
 Claim = Callable[[int], list[FetchRequest]]
+LEASE_MARGIN_S = 10  # beyond the longest a claimed fetch can take: writing it, clock skew
 
 
 async def run_round(
@@ -197,9 +198,10 @@ class _Claimer:
     def __init__(self, store, settings, clock, feed_ids, due_only):
         self.store, self.clock, self.feed_ids, self.due_only = store, clock, feed_ids, due_only
         f = settings.fetch
-        # A claimed feed may wait for others of its host before its own fetch starts.
+        # A claimed feed may wait for others of its host before its own fetch starts; then
+        # its result is written. A lease shorter than that would hand it to a second worker.
         waves = -(-f.concurrency // f.per_host) if f.per_host else 1
-        self.lease = max(settings.store.lease_seconds, waves * f.total_timeout + 30)
+        self.lease = max(settings.store.lease_seconds, waves * f.total_timeout + LEASE_MARGIN_S)
         self.worker = worker_id()
         self.after = 0
         self.skipped = self.claimed = 0

@@ -1,6 +1,13 @@
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -135,3 +142,70 @@ class Runner:
 @pytest.fixture
 def run_cli(db_path: Path) -> Runner:
     return Runner(db_path)
+
+
+# -- `aggregator run` as a real process ------------------------------------------------------
+
+RUNNING: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_left_behind():
+    """Whatever a test asserts, the daemons it started do not outlive it."""
+    yield
+    while RUNNING:
+        proc = RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+class Daemon:
+    """A running `aggregator run` with its JSON log lines collected."""
+
+    def __init__(self, db: Path | str, config: Path, *args: str):
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aggregator",
+                "--db",
+                str(db),
+                "--config",
+                str(config),
+                "run",
+                "--log-format",
+                "json",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        RUNNING.append(self.proc)
+        self.lines: list[dict] = []
+        self.raw: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.raw.append(line)
+            with contextlib.suppress(ValueError):
+                self.lines.append(json.loads(line))
+
+    def wait_for(self, predicate, timeout: float = 20.0) -> dict:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for rec in list(self.lines):
+                if predicate(rec):
+                    return rec
+            if self.proc.poll() is not None and not any(predicate(r) for r in self.lines):
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"not seen within {timeout}s; log: {''.join(self.raw)[-3000:]}")
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 15.0) -> tuple[int, float]:
+        started = time.monotonic()
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=timeout)
+        return code, time.monotonic() - started

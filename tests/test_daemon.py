@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +18,7 @@ from werkzeug import Response
 
 from aggregator.store import SQLiteStore
 
-from .conftest import rss, simple_items
+from .conftest import Daemon, rss, simple_items
 
 pytestmark = pytest.mark.slow
 
@@ -39,71 +37,6 @@ backoff_base_minutes = 0.01
 tick_seconds = 0.2
 stop_timeout_seconds = 5.0
 """
-
-
-RUNNING: list[subprocess.Popen] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_daemon_left_behind():
-    """Whatever a test asserts, the daemons it started do not outlive it."""
-    yield
-    while RUNNING:
-        proc = RUNNING.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-class Daemon:
-    """A running `aggregator run` with its JSON log lines collected."""
-
-    def __init__(self, db: Path, config: Path, *args: str):
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aggregator",
-                "--db",
-                str(db),
-                "--config",
-                str(config),
-                "run",
-                "--log-format",
-                "json",
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        RUNNING.append(self.proc)
-        self.lines: list[dict] = []
-        self.raw: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.raw.append(line)
-            with contextlib.suppress(ValueError):
-                self.lines.append(json.loads(line))
-
-    def wait_for(self, predicate, timeout: float = 20.0) -> dict:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for rec in list(self.lines):
-                if predicate(rec):
-                    return rec
-            if self.proc.poll() is not None and not any(predicate(r) for r in self.lines):
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"not seen within {timeout}s; log: {''.join(self.raw)[-3000:]}")
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 15.0) -> tuple[int, float]:
-        started = time.monotonic()
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=timeout)
-        return code, time.monotonic() - started
 
 
 @pytest.fixture
