@@ -164,6 +164,7 @@ class RoundSummary:
     skipped: int = 0  # feeds not fetched because a Retry-After has not passed
     clustered: int = 0  # entries placed in stories after the round
     stories_touched: int = 0  # stories created or grown
+    clustering_deferred: bool = False  # another worker clusters this (shared) store
 
     def count(self, *outcomes: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome in outcomes)
@@ -200,6 +201,7 @@ class RoundSummary:
                 if self.clustered
                 else ""
             )
+            + ("; clustering left to the worker that leads it" if self.clustering_deferred else "")
         )
 
 

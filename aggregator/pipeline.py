@@ -265,4 +265,5 @@ def update(
         skipped=skipped,
         clustered=clustered.entries,
         stories_touched=clustered.stories_touched,
+        clustering_deferred=clustered.deferred,
     )

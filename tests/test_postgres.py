@@ -153,6 +153,8 @@ def test_two_workers_ingesting_the_same_story_at_once_end_with_one_story(server,
     for th in threads:
         th.join()
     assert summaries["w1"].new_entries == summaries["w2"].new_entries == 1
+    deferred = [s for s in summaries.values() if s.clustering_deferred]
+    assert len(deferred) == 1 and "clustering left to" in deferred[0].line()
     # whichever worker did not lead clustering left its entry to the leader's next round
     for agg in (w1, w2):
         agg.update(feeds=[])

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from ..models import Entry, Feed, FetchRequest, FetchResult, ParsedFeed, StoredEntry
+from ..models import (
+    ClusterItem,
+    Entry,
+    Feed,
+    FetchRequest,
+    FetchResult,
+    ParsedFeed,
+    SearchHit,
+    StoredEntry,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +33,10 @@ class WriteResult:
 
 
 class Store(Protocol):
+    """Implemented by SQLiteStore and PostgresStore (both through sql.SQLStore)."""
+
+    shared: bool  # several worker processes may use this store at once (feeds are leased)
+
     def close(self) -> None: ...
 
     # feeds
@@ -32,9 +45,26 @@ class Store(Protocol):
     def list_feeds(self) -> list[Feed]: ...
     def remove_feed(self, feed_id: int) -> None: ...
     def set_feed_title(self, feed_id: int, title: str | None) -> None: ...
-    def fetch_requests(self, feed_ids: Sequence[int] | None = None) -> list[FetchRequest]: ...
+    def enable_feed(self, feed_id: int) -> None: ...
+    def fetch_requests(
+        self, feed_ids: Sequence[int] | None = None, due_before: datetime | None = None
+    ) -> list[FetchRequest]: ...
+    def feed_counts(self, now: datetime) -> dict[str, int]: ...
 
-    # one feed's result of a round, in one transaction
+    # leases (used when ``shared``)
+    def claim_feeds(
+        self,
+        worker: str,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        after_id: int = 0,
+        feed_ids: Sequence[int] | None = None,
+        due_only: bool = True,
+    ) -> list[FetchRequest]: ...
+    def release_leases(self, worker: str) -> int: ...
+
+    # one feed's result of a round, in one transaction; then its next check
     def write_feed_result(
         self,
         fetch: FetchResult,
@@ -43,13 +73,42 @@ class Store(Protocol):
         error: str | None,
         now: datetime,
     ) -> WriteResult: ...
+    def schedule_state(self, feed_id: int, now: datetime): ...
+    def set_schedule(
+        self,
+        feed_id: int,
+        next_check_at: datetime,
+        reason: str,
+        disabled_reason: str | None,
+        now: datetime,
+    ) -> None: ...
 
-    # queries
+    # clustering (see sql_stories.StoryStoreMixin for the story queries and corrections)
+    def lead_clustering(self) -> bool: ...
+    def unclustered(self, limit: int | None = None) -> list[ClusterItem]: ...
+    def clustered_since(self, since: datetime) -> list[ClusterItem]: ...
+    def story_blocks(self) -> list[tuple[int, int]]: ...
+    def next_story_id(self) -> int: ...
+    def cluster_generation(self) -> int: ...
+    def apply_clustering(
+        self,
+        assignments: Iterable[tuple[int, int, float, str]],
+        merges: Sequence[tuple[int, int]],
+        now: datetime,
+        generation: int | None = None,
+    ) -> set[int]: ...
+
+    # search and queries
+    def index_pending(self) -> int: ...
+    def search(
+        self, query: str, since: datetime | None = None, limit: int = 50
+    ) -> list[SearchHit]: ...
     def entries(
         self,
         since: datetime | None = None,
         feed_ids: Sequence[int] | None = None,
         limit: int = 50,
     ) -> list[StoredEntry]: ...
-
     def stats(self) -> StoreStats: ...
+    def get_meta(self, key: str) -> str | None: ...
+    def set_meta(self, key: str, value: str) -> None: ...
