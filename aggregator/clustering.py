@@ -53,6 +53,7 @@ class ClusteringStage:
         self.settings = settings or ClusterSettings()
         self.clusterer: Clusterer | None = None
         self.generation: int | None = None
+        self.term: int | None = None  # the store's lead_term the clusterer was built in
 
     def _fresh(self, store: Store, earliest: datetime) -> Clusterer:
         c = Clusterer(self.settings, first_story_id=store.next_story_id())
@@ -69,6 +70,8 @@ class ClusteringStage:
         if not store.lead_clustering():
             self.clusterer = None  # when this process leads again, it starts from the store
             return ClusterSummary(deferred=True)
+        if store.lead_term != self.term:  # others may have clustered since we last led
+            self.clusterer, self.term = None, store.lead_term
         total = touched = merges = conflicts = 0
         while True:
             pending = store.unclustered(limit=batch)

@@ -68,6 +68,10 @@ def _info(message: str, **fields) -> None:
     log.info(message, extra={"fields": fields})
 
 
+def _warn(message: str, **fields) -> None:
+    log.warning(message, extra={"fields": fields})
+
+
 # -- the lock -------------------------------------------------------------------------------------
 
 
@@ -192,6 +196,8 @@ class Daemon:
             return
         with self.work:
             try:
+                if self.agg.store.ensure_connected():
+                    _warn("reconnected to the store", event="reconnect")
                 counts = self.agg.store.feed_counts(self.agg.clock())
                 summary = self.agg.update(due_only=True, stop=self.stop)
                 self.agg.record_round(summary)

@@ -240,3 +240,50 @@ def test_unreachable_server_is_one_line(tmp_path):
     assert res.exit_code == 1
     assert res.stderr.startswith("error: cannot connect to the PostgreSQL store")
     assert res.stderr.count("\n") == 1
+
+
+def test_lost_session_reconnects_and_clustering_restarts_from_the_store(pg_url, pg_admin):
+    """A daemon outlives server restarts: the next round reconnects; the clustering lock went
+    with the old session, so the clusterer is rebuilt from the store before it writes again."""
+    from aggregator.clustering import ClusteringStage
+
+    s = PostgresStore(pg_url)
+    stage = ClusteringStage()
+    assert s.lead_clustering() and s.lead_term == 1
+    stage.run(s, NOW)
+    stage.clusterer = object()  # stands for state built in the first term
+    pid = s.conn.info.backend_pid
+    pg_admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(Exception):  # noqa: B017 - whatever psycopg raises for a dead session
+        s.db.execute("SELECT 1").fetchone()
+    assert s.ensure_connected() is True
+    assert s.ensure_connected() is False  # healthy now
+    s.add_feed("https://x.example/after", None, NOW)
+    stage.run(s, NOW)
+    assert s.lead_term == 2 and stage.term == 2
+    assert stage.clusterer is None  # the first term's state is gone
+    s.close()
+
+
+def test_demo_web_app_and_exports_on_postgresql(pg_url):
+    """The demo's round into PostgreSQL gives what it gives on SQLite (11 stories from 22
+    entries), and the read-only web app, status and exports read it."""
+    import io
+
+    from starlette.testclient import TestClient
+
+    from aggregator.demo import run_demo
+    from aggregator.web import create_app
+
+    out = io.StringIO()
+    run_demo(Settings(), pg_url, out)
+    assert "22 new entries" in out.getvalue() and "11 stories" in out.getvalue()
+    c = TestClient(create_app(pg_url))
+    assert c.get("/").text.count('class="story"') == 11
+    found = c.get("/", params={"q": "earthquake"}).text
+    assert "<mark>" in found and found.count('class="story"') == 2
+    assert c.get("/", params={"q": '"unterminated'}).status_code == 400
+    run = Runner(pg_url)
+    status = json.loads(run("status", "--json").stdout)
+    assert status["entries"] == 22 and status["stories"] == 11 and status["store_bytes"] > 0
+    assert run("export", "--format", "atom").stdout.count("<entry>") == 11

@@ -15,6 +15,7 @@ many machines, share one database and coordinate through it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from contextlib import contextmanager
 from datetime import datetime
@@ -99,23 +100,8 @@ class PostgresStore(SQLStore):
         self.path = None  # no file: the daemon's one-per-store lock does not apply
         self.readonly = readonly
         self._leading = False
-        try:
-            self.conn = psycopg.connect(
-                url,
-                autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                application_name="aggregator",
-            )
-            self.conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
-            self.conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
-            if readonly:
-                self.conn.execute("SET default_transaction_read_only = on")
-        except psycopg.Error as e:
-            raise StoreError(
-                f"cannot connect to the PostgreSQL store {redact(url)}: "
-                f"{_first_line(e)}; check the URL and that the server is running"
-            ) from None
-        self.db = _Connection(self.conn)
+        self.lead_term = 0  # +1 each time this store takes the clustering lock
+        self._connect()
         try:
             if readonly:
                 newest = max(v for v, _, _ in PG_MIGRATIONS)
@@ -130,6 +116,38 @@ class PostgresStore(SQLStore):
             raise StoreError(f"cannot open the store {redact(url)}: {_first_line(e)}") from None
 
     # -- plumbing -------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        psycopg = self._psycopg
+        try:
+            self.conn = psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                application_name="aggregator",
+            )
+            self.conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+            self.conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+            if self.readonly:
+                self.conn.execute("SET default_transaction_read_only = on")
+        except psycopg.Error as e:
+            raise StoreError(
+                f"cannot connect to the PostgreSQL store {redact(self.url)}: "
+                f"{_first_line(e)}; check the URL and that the server is running"
+            ) from None
+        self.db = _Connection(self.conn)
+
+    def ensure_connected(self) -> bool:
+        """Reconnect after the server closed the session (a restart, a terminated backend);
+        a daemon calls this before each round. The clustering lock went with the session.
+        Returns whether it reconnected."""
+        if not (self.conn.closed or self.conn.broken):
+            return False
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        self._leading = False
+        self._connect()
+        return True
 
     def close(self) -> None:
         self.conn.close()
@@ -200,6 +218,7 @@ class PostgresStore(SQLStore):
                     "SELECT pg_try_advisory_lock(hashtext(current_schema() || ':cluster'))"
                 ).fetchone()[0]
             )
+            self.lead_term += self._leading
         return self._leading
 
     # -- search ---------------------------------------------------------------------------------

@@ -182,6 +182,11 @@ class SQLStore(StoryStoreMixin):
                 (worker,),
             ).rowcount
 
+    lead_term = 0  # changes when this process (re)gains the clustering lock
+
+    def ensure_connected(self) -> bool:
+        return False  # an embedded file has no connection to lose
+
     def lead_clustering(self) -> bool:
         """Whether this process may run the clustering stage now. One process per store
         clusters (its in-memory state must match the stored stories); on SQLite that is
