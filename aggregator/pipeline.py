@@ -21,6 +21,7 @@ import socket
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -79,9 +80,11 @@ def schedule(store: Store, fetch: FetchResult, settings: Settings, now: datetime
     )
 
 
-def process_result(
-    store: Store, fetch: FetchResult, now: datetime, settings: Settings | None = None
-) -> FeedUpdateResult:
+Prepared = tuple[FetchResult, ParsedFeed | None, list[Entry], str | None]
+
+
+def prepare_result(fetch: FetchResult, now: datetime) -> Prepared:
+    """Pure: parse and normalize; a parse failure turns the fetch into a PARSE_ERROR one."""
     parsed, entries, error = prepare(fetch, now)
     if error:
         # A parse failure must not keep the validators: the next round has to fetch it again.
@@ -93,6 +96,20 @@ def process_result(
             error=error,
             elapsed=fetch.elapsed,
         )
+    return fetch, parsed, entries, error
+
+
+def process_result(
+    store: Store, fetch: FetchResult, now: datetime, settings: Settings | None = None
+) -> FeedUpdateResult:
+    return write_result(store, prepare_result(fetch, now), now, settings)
+
+
+def write_result(
+    store: Store, prepared: Prepared, now: datetime, settings: Settings | None = None
+) -> FeedUpdateResult:
+    """Store one feed's result (one transaction), then its next check."""
+    fetch, parsed, entries, error = prepared
     written = store.write_feed_result(fetch, parsed, entries, error, now)
     if settings is not None:
         schedule(store, fetch, settings, now)
@@ -109,6 +126,7 @@ def process_result(
 
 Claim = Callable[[int], list[FetchRequest]]
 LEASE_MARGIN_S = 10  # beyond the longest a claimed fetch can take: writing it, clock skew
+WRITE_BACKLOG = 8  # parsed feeds that may wait for the writer thread
 
 
 async def run_round(
@@ -123,7 +141,12 @@ async def run_round(
     """Fetch ``requests`` concurrently (a global and a per-host limit) and process each result
     as it arrives. With ``claim`` (a store shared by several workers), feeds come from
     ``claim(n)`` instead, a few at a time, so that no more are leased than are being fetched.
-    Setting ``stop`` cancels the fetches still in flight; what is complete is already written."""
+    Setting ``stop`` cancels the fetches still in flight; what is complete is already written.
+
+    Parsing and normalizing run on the event loop's thread; every store call (writes, claims)
+    runs, in order, on one writer thread, so that the database's work (SQLite's, which releases
+    the GIL, or PostgreSQL's, on another core) overlaps with the next feed's parsing. At most
+    ``WRITE_BACKLOG`` parsed feeds wait for the writer."""
     started = clock()
     results: list[FeedUpdateResult] = []
     limit = asyncio.Semaphore(settings.fetch.concurrency)
@@ -143,40 +166,60 @@ async def run_round(
 
         queue = deque(requests)
         tasks: set[asyncio.Task] = set()
+        loop = asyncio.get_running_loop()
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aggregator-writer")
+        writes: deque[asyncio.Future] = deque()
 
-        def refill() -> None:
+        def stopping() -> bool:
+            return stop is not None and stop.is_set()
+
+        async def refill() -> None:
             while True:
                 while queue and (claim is None or len(tasks) < window):
                     tasks.add(asyncio.create_task(one(queue.popleft())))
-                if claim is None or len(tasks) >= window or (stop is not None and stop.is_set()):
+                if claim is None or len(tasks) >= window or stopping():
                     return
-                more = claim(window - len(tasks))
+                more = await loop.run_in_executor(writer, claim, window - len(tasks))
                 if not more:
                     return
                 queue.extend(more)
 
-        refill()
+        async def settle(keep: int) -> None:
+            """Wait until at most ``keep`` writes are pending; report the finished ones."""
+            while writes and (len(writes) > keep or writes[0].done()):
+                res = await writes.popleft()
+                results.append(res)
+                if on_result is not None:
+                    on_result(res)
+
         watcher = asyncio.create_task(_cancel_on(stop, tasks)) if stop is not None else None
         try:
+            await refill()
             while tasks:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     tasks.discard(task)
                     if task.cancelled():
                         continue
-                    res = process_result(store, task.result(), clock(), settings)
-                    results.append(res)
-                    if on_result is not None:
-                        on_result(res)
-                if stop is not None and stop.is_set():
+                    now = clock()
+                    prepared = prepare_result(task.result(), now)
+                    writes.append(
+                        loop.run_in_executor(writer, write_result, store, prepared, now, settings)
+                    )
+                    await settle(WRITE_BACKLOG)
+                if stopping():
                     break
-                refill()
+                await refill()
+            await settle(0)
         finally:
             for t in tasks:
                 t.cancel()
             if watcher is not None:
                 watcher.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # what was parsed is written, even when stopping; the writer is idle after this
+            await asyncio.gather(*writes, return_exceptions=True)
+            writer.shutdown(wait=True)
     return RoundSummary(started_at=started, finished_at=clock(), results=tuple(results))
 
 
