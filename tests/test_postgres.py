@@ -287,3 +287,35 @@ def test_demo_web_app_and_exports_on_postgresql(pg_url):
     status = json.loads(run("status", "--json").stdout)
     assert status["entries"] == 22 and status["stories"] == 11 and status["store_bytes"] > 0
     assert run("export", "--format", "atom").stdout.count("<entry>") == 11
+
+
+def test_a_store_at_an_older_schema_is_upgraded_and_keeps_its_search(pg_url):
+    from aggregator.store.pg_migrations import PG_MIGRATIONS
+
+    old = psycopg_connect(pg_url)
+    old.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " applied_at BIGINT NOT NULL)"
+    )
+    version, name, sql = PG_MIGRATIONS[0]
+    old.execute(sql)
+    old.execute("INSERT INTO schema_migrations VALUES (%s, %s, 0)", (version, name))
+    old.execute("INSERT INTO feeds (url, added_at) VALUES ('https://x.example/f', 0)")
+    old.execute(
+        "INSERT INTO entries (feed_id, key, title, summary, published, first_seen, last_changed,"
+        " content_hash) VALUES (1, 'g:1', 'Glacier collapse in the Alps', 'x', 0, 0, 0, 'h')"
+    )
+    old.close()
+    s = PostgresStore(pg_url)
+    assert s.schema_version() == max(v for v, _, _ in PG_MIGRATIONS)
+    assert [h.entry.title for h in s.search("glacier")] == ["Glacier collapse in the Alps"]
+    s.db.execute("UPDATE entries SET story_id = 1")  # not a text change: vector kept
+    s.db.execute("UPDATE entries SET summary = 'moraine'")  # a text change: vector follows
+    assert [h.entry.title for h in s.search("moraine")] == ["Glacier collapse in the Alps"]
+    s.close()
+
+
+def psycopg_connect(url: str):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)

@@ -101,3 +101,29 @@ PG_MIGRATIONS: list[tuple[int, str, str]] = [
         """,
     ),
 ]
+
+# A stored generated column is computed again on every UPDATE of its row, and clustering
+# updates every entry once (story_id): the tsvector is now kept by a trigger that fires only
+# when the title or the summary is written.
+PG_MIGRATIONS.append(
+    (
+        2,
+        "search vector kept by a trigger",
+        """
+        DROP INDEX entries_search;
+        ALTER TABLE entries DROP COLUMN search;
+        ALTER TABLE entries ADD COLUMN search tsvector;
+        CREATE FUNCTION entries_search_vector() RETURNS trigger LANGUAGE plpgsql AS $f$
+        BEGIN
+            NEW.search := setweight(to_tsvector('simple', NEW.title), 'A')
+                || setweight(to_tsvector('simple', left(NEW.summary, 100000)), 'D');
+            RETURN NEW;
+        END
+        $f$;
+        CREATE TRIGGER entries_search BEFORE INSERT OR UPDATE OF title, summary ON entries
+            FOR EACH ROW EXECUTE FUNCTION entries_search_vector();
+        UPDATE entries SET title = title;
+        CREATE INDEX entries_search ON entries USING GIN (search)
+        """,
+    )
+)

@@ -2,7 +2,7 @@
 many machines, share one database and coordinate through it.
 
 - Same behaviour as SQLite: every query and write is SQLStore's; this module adds the
-  connection, migrations, sizes and search (a generated tsvector column with a GIN index,
+  connection, migrations, sizes and search (a tsvector column kept by a trigger, GIN-indexed,
   searched with the same syntax as FTS5, see tsquery.py).
 - Feeds are leased with ``SELECT ... FOR UPDATE SKIP LOCKED`` (SQLStore.claim_feeds), so each
   due feed goes to one worker; a crashed worker's feeds go to others when its lease ends.
@@ -188,9 +188,7 @@ class PostgresStore(SQLStore):
             for version, name, sql in PG_MIGRATIONS:
                 if version in done:
                     continue
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                self.conn.execute(sql)  # one script (no parameters: several statements)
                 self.conn.execute(
                     "INSERT INTO schema_migrations VALUES (%s, %s, extract(epoch from now()))",
                     (version, name),
@@ -220,6 +218,55 @@ class PostgresStore(SQLStore):
             )
             self.lead_term += self._leading
         return self._leading
+
+    # -- clustering output in set-at-a-time statements ---------------------------------------------
+    # The shared versions send one statement per row (fine in-process for SQLite) and an IN
+    # list per 500 stories (which PostgreSQL answers with a scan of entries each time).
+
+    def _assign(self, db, rows: list[tuple], story_ids: set[int], now_ts: int) -> None:
+        if not rows:
+            return
+        db.execute(
+            "INSERT INTO stories (id, created_at) SELECT unnest(?::bigint[]), ?"
+            " ON CONFLICT DO NOTHING",
+            (sorted(story_ids), now_ts),
+        )
+        sids, scores, reasons, eids = (list(col) for col in zip(*rows, strict=True))
+        db.execute(
+            "UPDATE entries SET story_id = u.sid, join_score = u.score, join_reason = u.reason"
+            " FROM unnest(?::bigint[], ?::float8[], ?::text[], ?::bigint[])"
+            " AS u(sid, score, reason, eid) WHERE entries.id = u.eid AND entries.story_id IS NULL",
+            (sids, scores, reasons, eids),
+        )
+
+    def _refresh_stories(self, db, ids) -> None:
+        ids = sorted(set(ids))
+        if not ids:
+            return
+        db.execute(
+            """
+            WITH agg AS (
+                SELECT story_id, count(*) AS n, count(DISTINCT feed_id) AS sources,
+                       min(published) AS first, max(published) AS last
+                FROM entries WHERE story_id = ANY(?::bigint[]) GROUP BY story_id
+            ), rep AS (
+                SELECT DISTINCT ON (story_id) story_id, id, title
+                FROM entries WHERE story_id = ANY(?::bigint[])
+                ORDER BY story_id, published, id
+            )
+            UPDATE stories SET entry_count = agg.n, source_count = agg.sources,
+                first_seen = agg.first, last_updated = agg.last,
+                rep_entry_id = rep.id, title = rep.title
+            FROM agg JOIN rep ON rep.story_id = agg.story_id
+            WHERE stories.id = agg.story_id
+            """,
+            (ids, ids),
+        )
+        db.execute(
+            "DELETE FROM stories s WHERE s.id = ANY(?::bigint[])"
+            " AND NOT EXISTS (SELECT 1 FROM entries e WHERE e.story_id = s.id)",
+            (ids,),
+        )
 
     # -- search ---------------------------------------------------------------------------------
 

@@ -84,15 +84,7 @@ class StoryStoreMixin:
                 )
             rows = [(sid, score, reason, eid) for eid, sid, score, reason in assignments]
             touched.update(r[0] for r in rows)
-            db.executemany(
-                "INSERT INTO stories (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                [(sid, now_ts) for sid in touched],
-            )
-            db.executemany(
-                "UPDATE entries SET story_id = ?, join_score = ?, join_reason = ?"
-                " WHERE id = ? AND story_id IS NULL",
-                rows,
-            )
+            self._assign(db, rows, touched, now_ts)
             for gone, keep in merges:
                 db.execute(
                     "INSERT INTO stories (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
@@ -105,6 +97,19 @@ class StoryStoreMixin:
                 touched.add(keep)
             self._refresh_stories(db, touched)
         return touched
+
+    def _assign(self, db, rows: list[tuple], story_ids: set[int], now_ts: int) -> None:
+        """Create the stories (if new) and put the entries in them: rows of (story_id, score,
+        reason, entry_id)."""
+        db.executemany(
+            "INSERT INTO stories (id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            [(sid, now_ts) for sid in story_ids],
+        )
+        db.executemany(
+            "UPDATE entries SET story_id = ?, join_score = ?, join_reason = ?"
+            " WHERE id = ? AND story_id IS NULL",
+            rows,
+        )
 
     def _refresh_stories(self, db, ids: Iterable[int]) -> None:
         """Recompute counts, span and representative (earliest member) of the given stories;
