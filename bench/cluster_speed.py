@@ -24,14 +24,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 
-def run_one(n: int, days: float | None) -> dict:
+def run_one(n: int, days: float | None, name_syllables: int = 4) -> dict:
     from gen_entries import generate
 
     from aggregator.dedup import metrics
     from aggregator.dedup.cluster import Clusterer, Item
 
     buf = io.StringIO()
-    generate(n, days or max(1.0, n / 30_000), 1, buf)
+    generate(n, days or max(1.0, n / 30_000), 1, buf, name_syllables)
     rows = [json.loads(line) for line in buf.getvalue().splitlines()]
     del buf
     items = [
@@ -56,6 +56,7 @@ def run_one(n: int, days: float | None) -> dict:
     bp, br, bf = metrics.bcubed(gold, pred)
     return {
         "entries": n,
+        "name_syllables": name_syllables,
         "cpu_seconds": round(cpu, 2),
         "wall_seconds": round(wall, 2),
         "entries_per_cpu_second": round(n / cpu),
@@ -72,16 +73,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="clustering speed on generated entries")
     ap.add_argument("sizes", nargs="*", type=int, default=[100_000])
     ap.add_argument("--days", type=float, default=None, help="time span (default n/30000 days)")
+    ap.add_argument("--name-syllables", type=int, default=4, help="see gen_entries.py")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.sizes[0], args.days)))
+        print(json.dumps(run_one(args.sizes[0], args.days, args.name_syllables)))
         return
     results = []
     for n in args.sizes:  # one process per size, so peak RSS is per size
-        cmd = [sys.executable, __file__, "--one", str(n)] + (
-            ["--days", str(args.days)] if args.days else []
-        )
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            str(n),
+            "--name-syllables",
+            str(args.name_syllables),
+        ] + (["--days", str(args.days)] if args.days else [])
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         results.append(json.loads(out))
         r = results[-1]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,6 +46,7 @@ from rapidfuzz import fuzz
 
 from .text import Features, features
 
+_second = operator.itemgetter(1)
 IDF_EPOCH = 1024  # adds between refreshes of the memoized token weights
 NEAR_DUPLICATE_MIN_COVERAGE = 0.3  # titles this far apart are not compared character-wise
 
@@ -73,7 +75,7 @@ class ClusterSettings:
     time_half_life_hours: float = 6.0
     # Tokens found in more active stories than this are too common to look up (they still
     # count when candidates are verified). Bounds the work per entry, whatever the store's size.
-    max_postings: int = 50
+    max_postings: int = 30
     # Only this many of an entry's most informative tokens are looked up in the index.
     lookup_tokens: int = 8
     # Candidate stories verified per entry (best by indexed weight).
@@ -273,8 +275,10 @@ class Clusterer:
         total = 0.0
         unseen = self.s.unseen_weight
         df = self.df
+        memo = self._idf
         for tok, fw in f.weights.items():
-            w = fw * self.idf(tok)
+            v = memo.get(tok)
+            w = fw * (v if v is not None else self.idf(tok))
             weights[tok] = w
             total += w if df.get(tok) else w * unseen
         return weights, total
@@ -325,13 +329,16 @@ class Clusterer:
         kappa = self.s.kappa
         acc: dict[StoryState, float] = defaultdict(float)
         skipped = 0.0  # weight of tokens not looked up: counted in the bound below
+        not_looked_up: list[tuple[str, float]] = []
         lookups = 0
-        for tok, w in sorted(weights.items(), key=lambda kv: kv[1], reverse=True):
+        for tok in sorted(weights, key=weights.__getitem__, reverse=True):
+            w = weights[tok]
             plist = self.postings.get(tok)
             if not plist:
-                continue
+                continue  # in no active story: adds nothing to any candidate
             if len(plist) > max_post or lookups >= self.s.lookup_tokens:
                 skipped += w
+                not_looked_up.append((tok, w))
                 continue
             lookups += 1
             for st in plist:
@@ -344,7 +351,11 @@ class Clusterer:
         # (accumulated + skipped) / total: visit candidates by accumulated weight and stop once
         # none can reach the threshold or beat the best so far.
         floor = self.s.threshold**2
-        for st, a in heapq.nlargest(self.s.candidates, acc.items(), key=lambda kv: kv[1]):
+        if len(acc) <= self.s.candidates:
+            ranked = sorted(acc.items(), key=_second, reverse=True)
+        else:
+            ranked = heapq.nlargest(self.s.candidates, acc.items(), key=_second)
+        for st, a in ranked:
             bound = (a + skipped) / total
             if bound < floor and bound < NEAR_DUPLICATE_MIN_COVERAGE:
                 break
@@ -352,11 +363,13 @@ class Clusterer:
                 break
             if not self._active(st, t):
                 continue
-            if skipped:
+            if skipped:  # add what the tokens not looked up contribute
                 tokens, n = st.tokens, st.n
-                a = sum(
-                    w * min(1.0, kappa * tokens.get(tok, 0.0) / n) for tok, w in weights.items()
-                )
+                for tok, w in not_looked_up:
+                    c = tokens.get(tok)
+                    if c is not None:
+                        share = kappa * c / n
+                        a += w if share >= 1.0 else w * share
                 exact = a / total
                 # the same bound, now exact; a near-duplicate title can still lift a candidate
                 # with enough coverage up to its title ratio (>= near_duplicate_ratio / 100)
@@ -399,7 +412,7 @@ class Clusterer:
         if st.n < s.small_story and score > 0.0:
             # one shared word between two short texts is weak evidence: a young story needs
             # at least two of its words in the entry
-            shared = sum(1 for tok in st.tokens if tok in weights)
+            shared = len(st.tokens.keys() & weights.keys())
             if shared < 2:
                 score *= 0.5
         ratio = 0.0
