@@ -156,13 +156,24 @@ async def run_round(
 
     async with make_client(settings.fetch) as client:
 
+        # A fetched body waits for its parsing: at most this many exist at once (fetching is
+        # faster than parsing, and 5,000 bodies of 100 KB waiting would be 500 MB).
+        buffered = asyncio.Semaphore(2 * settings.fetch.concurrency)
+
+        async def fetch(req: FetchRequest) -> FetchResult:
+            await buffered.acquire()  # released once the result is parsed
+            try:
+                async with limit:
+                    return await fetch_feed(client, req, settings.fetch, clock())
+            except BaseException:
+                buffered.release()
+                raise
+
         async def one(req: FetchRequest) -> FetchResult:
-            host = urlsplit(req.url).hostname or ""
-            async with limit:
-                if not per_host:
-                    return await fetch_feed(client, req, settings.fetch, clock())
-                async with hosts[host]:
-                    return await fetch_feed(client, req, settings.fetch, clock())
+            if not per_host:
+                return await fetch(req)
+            async with hosts[urlsplit(req.url).hostname or ""]:
+                return await fetch(req)
 
         queue = deque(requests)
         tasks: set[asyncio.Task] = set()
@@ -203,6 +214,7 @@ async def run_round(
                         continue
                     now = clock()
                     prepared = prepare_result(task.result(), now)
+                    buffered.release()
                     writes.append(
                         loop.run_in_executor(writer, write_result, store, prepared, now, settings)
                     )
