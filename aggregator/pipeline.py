@@ -155,7 +155,6 @@ async def run_round(
     window = settings.fetch.concurrency
 
     async with make_client(settings.fetch) as client:
-
         # A fetched body waits for its parsing: at most this many exist at once (fetching is
         # faster than parsing, and 5,000 bodies of 100 KB waiting would be 500 MB).
         buffered = asyncio.Semaphore(2 * settings.fetch.concurrency)
@@ -259,7 +258,7 @@ class _Claimer:
         self.lease = max(settings.store.lease_seconds, waves * f.total_timeout + LEASE_MARGIN_S)
         self.worker = worker_id()
         self.after = 0
-        self.skipped = self.claimed = 0
+        self.skipped = 0
 
     def __call__(self, n: int) -> list[FetchRequest]:
         while True:
@@ -270,7 +269,6 @@ class _Claimer:
             if not got:
                 return []
             self.after = got[-1].feed_id
-            self.claimed += len(got)
             due = [r for r in got if r.retry_after is None or r.retry_after <= now]
             self.skipped += len(got) - len(due)
             if due:

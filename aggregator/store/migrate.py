@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import StoreError
-from .postgres import PostgresStore, _clean, redact
+from .postgres import PostgresStore, redact, strip_nul
 from .sqlite import SQLiteStore
 
 # In dependency order (entries reference feeds). meta is handled apart.
@@ -52,7 +52,7 @@ def copy_sqlite_to_postgres(
             n = 0
             with dst.conn.cursor().copy(f"COPY {table} ({names}) FROM STDIN") as copy:
                 for row in src.db.execute(f"SELECT {names} FROM {table} ORDER BY rowid"):
-                    copy.write_row(_clean(row))
+                    copy.write_row(strip_nul(row))
                     n += 1
             got = dst.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             if got != n:

@@ -37,7 +37,6 @@ LOCK_TIMEOUT_MS = 30_000
 RANKED_MATCHES = 5000  # as in SQLite: rank the newest matches only
 HIT_START, HIT_END = "\x02", "\x03"
 HEADLINE = f"StartSel={HIT_START}, StopSel={HIT_END}, MaxWords=16, MinWords=6, MaxFragments=1"
-TABLES = ("feeds", "entries", "stories", "story_blocks", "corrections", "meta")
 
 
 def is_postgres_url(text: str) -> bool:
@@ -59,7 +58,7 @@ def _pg_sql(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
-def _clean(params):
+def strip_nul(params):
     # PostgreSQL text cannot hold NUL characters; feeds in the wild sometimes carry them.
     return [p.replace("\x00", "") if isinstance(p, str) and "\x00" in p else p for p in params]
 
@@ -73,11 +72,11 @@ class _Connection:
     def execute(self, sql: str, params=None):
         if params is None:
             return self.conn.execute(sql)
-        return self.conn.execute(_pg_sql(sql), _clean(params))
+        return self.conn.execute(_pg_sql(sql), strip_nul(params))
 
     def executemany(self, sql: str, rows):
         cur = self.conn.cursor()
-        cur.executemany(_pg_sql(sql), [_clean(r) for r in rows])
+        cur.executemany(_pg_sql(sql), [strip_nul(r) for r in rows])
         return cur
 
 

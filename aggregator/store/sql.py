@@ -28,8 +28,6 @@ LIVE = "gone = 0 AND disabled_reason IS NULL"
 class SQLStore(StoryStoreMixin):
     # Appended to the SELECT that picks feeds to lease (PostgreSQL: FOR UPDATE SKIP LOCKED).
     _LOCK_ROWS = ""
-    # Appended to a SELECT of rows the transaction will update (PostgreSQL: FOR UPDATE).
-    _FOR_UPDATE = ""
     # Case-insensitive LIKE.
     _LIKE = "LIKE"
     # Several worker processes may share this store (the pipeline then leases feeds).

@@ -29,6 +29,7 @@ def _item(r) -> ClusterItem:
 
 class StoryStoreMixin:
     db: object
+    # Appended to a SELECT of rows the transaction will update (PostgreSQL: FOR UPDATE).
     _FOR_UPDATE = ""
 
     # -- clustering input -------------------------------------------------------------------------
