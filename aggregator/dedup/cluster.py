@@ -171,6 +171,7 @@ class StoryState:
     core: list[tuple[str, float]] | None = None  # cached (token, share), refreshed as n grows
     core_n: int = 0
     core_weights: tuple[int, list[tuple[str, float]], float] | None = None  # (epoch, (tok, w), sum)
+    evicted: bool = False  # left the window; posting lists drop it lazily
 
 
 class Clusterer:
@@ -180,6 +181,7 @@ class Clusterer:
         self.postings: dict[str, list[StoryState]] = defaultdict(list)
         self.df: dict[str, int] = defaultdict(int)  # entries (in the window) with the token
         self.sf: dict[str, int] = defaultdict(int)  # active stories with the token
+        self._stale: dict[str, int] = defaultdict(int)  # evicted stories still in a posting list
         self.url_story: dict[str, int] = {}
         self.merged_into: dict[int, int] = {}  # absorbed story -> surviving story
         self.blocked: set[frozenset[int]] = set()  # story pairs never to merge (user splits)
@@ -331,17 +333,20 @@ class Clusterer:
         skipped = 0.0  # weight of tokens not looked up: counted in the bound below
         not_looked_up: list[tuple[str, float]] = []
         lookups = 0
+        sf = self.sf
         for tok in sorted(weights, key=weights.__getitem__, reverse=True):
             w = weights[tok]
-            plist = self.postings.get(tok)
-            if not plist:
+            live = sf.get(tok)
+            if not live:
                 continue  # in no active story: adds nothing to any candidate
-            if len(plist) > max_post or lookups >= self.s.lookup_tokens:
+            if live > max_post or lookups >= self.s.lookup_tokens:
                 skipped += w
                 not_looked_up.append((tok, w))
                 continue
             lookups += 1
-            for st in plist:
+            for st in self.postings[tok]:
+                if st.evicted:
+                    continue
                 share = kappa * st.tokens[tok] / st.n
                 acc[st] += w if share >= 1.0 else w * share
         if not acc:
@@ -456,12 +461,12 @@ class Clusterer:
         acc: dict[StoryState, float] = defaultdict(float)
         kappa = self.s.kappa
         max_post = self.s.max_postings
+        sf = self.sf
         for tok, w in q.items():
-            plist = self.postings.get(tok, ())
-            if len(plist) > max_post:
+            if sf.get(tok, 0) > max_post:
                 continue
-            for o in plist:
-                if o is not st:
+            for o in self.postings.get(tok, ()):
+                if o is not st and not o.evicted:
                     acc[o] += w * min(1.0, kappa * o.tokens[tok] / o.n)
         best, best_score = None, 0.0
         for o, a in heapq.nlargest(5, acc.items(), key=lambda kv: kv[1]):
@@ -487,15 +492,18 @@ class Clusterer:
         return best, best_score
 
     def _merge(self, keep: StoryState, gone: StoryState) -> None:
+        # ``gone`` stays in its posting lists, flagged like an evicted story (finding it in
+        # the long list of a common token costs more than the whole scoring of an entry)
+        gone.evicted = True
+        sf, stale, postings = self.sf, self._stale, self.postings
         for tok, c in gone.tokens.items():
+            stale[tok] += 1
             if tok in keep.tokens:
                 keep.tokens[tok] += c
-                self.sf[tok] -= 1
-                self.postings[tok].remove(gone)
+                sf[tok] -= 1
             else:
                 keep.tokens[tok] = c
-                plist = self.postings[tok]
-                plist[plist.index(gone)] = keep
+                postings[tok].append(keep)
         for y, c in gone.years.items():
             keep.years[y] = keep.years.get(y, 0) + c
         for d, c in gone.decimals.items():
@@ -529,27 +537,34 @@ class Clusterer:
             self.evict(self._horizon)
 
     def evict(self, now: float) -> int:
-        """Drop stories idle for longer than the window before ``now`` (epoch seconds)."""
+        """Drop stories idle for longer than the window before ``now`` (epoch seconds).
+        A posting list keeps an evicted story (flagged, skipped by readers) until evicted ones
+        outnumber live ones there: rebuilding the long lists of common tokens at every eviction
+        cost more than the scoring itself once the window was full."""
         cutoff = now - self._window
         old = [st for st in self.stories.values() if st.last < cutoff]
         if not old:
             return 0
         gone = {st.id for st in old}
         touched: set[str] = set()
+        sf, stale = self.sf, self._stale
         for st in old:
+            st.evicted = True
             for tok in st.tokens:
-                self.sf[tok] -= 1
+                sf[tok] -= 1
+                stale[tok] += 1
                 touched.add(tok)
             for url in st.urls:
                 if self.url_story.get(url) in gone:
                     del self.url_story[url]
             del self.stories[st.id]
         for tok in touched:
-            plist = [o for o in self.postings[tok] if o.id not in gone]
-            if plist:
-                self.postings[tok] = plist
-            else:
+            if sf[tok] <= 0:
                 del self.postings[tok]
-                self.sf.pop(tok, None)
+                sf.pop(tok, None)
+                stale.pop(tok, None)
                 self.df.pop(tok, None)
+            elif stale[tok] > sf[tok]:
+                self.postings[tok] = [o for o in self.postings[tok] if not o.evicted]
+                stale[tok] = 0
         return len(old)
