@@ -123,6 +123,38 @@ def simple_items(n: int, prefix: str = "Item", start: datetime = NOW) -> list[di
     ]
 
 
+def make_entry(feed_id: int, i: int, published: datetime, **fields):
+    """An Entry with key g:<i>, written straight to a store by tests that bypass fetching."""
+    from aggregator.models import Entry
+
+    values = {
+        "guid": str(i),
+        "url": None,
+        "link": None,
+        "title": f"t{i}",
+        "summary": "",
+        "summary_html": None,
+        "author": None,
+        "updated": None,
+        "content_hash": str(i),
+    }
+    values.update(fields)
+    return Entry(feed_id=feed_id, key=f"g:{i}", published=published, **values)
+
+
+def store_entries(store, feed, entries, now: datetime) -> None:
+    """One successful fetch of ``feed`` carrying ``entries``, as the pipeline would store it."""
+    from aggregator.models import FetchResult, Outcome, ParsedFeed
+
+    store.write_feed_result(
+        FetchResult(feed_id=feed.id, outcome=Outcome.OK, url=feed.url),
+        ParsedFeed("rss20", None, None, ()),
+        entries,
+        None,
+        now,
+    )
+
+
 class Runner:
     """Drives the real CLI against one temporary store."""
 

@@ -18,7 +18,7 @@ from werkzeug import Response
 
 from aggregator.store import SQLiteStore
 
-from .conftest import Daemon, rss, simple_items
+from .conftest import Daemon, make_entry, rss, simple_items, store_entries
 
 pytestmark = pytest.mark.slow
 
@@ -202,35 +202,14 @@ def test_once_logs_json_and_exits(server, tmp_path, config):
 
 
 def test_retention_keeps_stories_that_are_still_growing(tmp_path):
-    from aggregator.models import Entry, FetchResult, Outcome, ParsedFeed
-
     now = datetime(2026, 11, 25, tzinfo=UTC)
     store = SQLiteStore(tmp_path / "s.sqlite")
     f = store.add_feed("https://x.example/f", None, now)
 
     def entry(i, days_ago):
-        return Entry(
-            feed_id=f.id,
-            key=f"g:{i}",
-            guid=str(i),
-            url=None,
-            link=None,
-            title=f"t{i}",
-            summary="",
-            summary_html=None,
-            author=None,
-            published=now - timedelta(days=days_ago),
-            updated=None,
-            content_hash=str(i),
-        )
+        return make_entry(f.id, i, now - timedelta(days=days_ago))
 
-    store.write_feed_result(
-        FetchResult(feed_id=f.id, outcome=Outcome.OK, url=f.url),
-        ParsedFeed("rss20", "X", None, ()),
-        [entry(1, 100), entry(2, 100), entry(3, 1)],
-        None,
-        now,
-    )
+    store_entries(store, f, [entry(1, 100), entry(2, 100), entry(3, 1)], now)
     ids = {k: i for i, k in store.db.execute("SELECT id, key FROM entries")}
     # story 1: old entry 1 + recent entry 3 (still growing); story 2: old entry 2 only
     store.apply_clustering(

@@ -16,7 +16,7 @@ from aggregator.config import FetchSettings, Settings
 from aggregator.errors import ClusterConflictError
 from aggregator.store import PostgresStore, open_store
 
-from .conftest import Runner, rss
+from .conftest import Runner, make_entry, rss, store_entries
 
 pytestmark = pytest.mark.postgres
 
@@ -80,17 +80,8 @@ def test_one_clustering_worker_at_a_time_and_handover(pg_url):
 
 def test_stale_clusterer_write_is_refused(db_target):
     s = open_store(db_target)
-    fid = feeds(s, 1)[0]
-    from aggregator.models import Entry, FetchResult, Outcome, ParsedFeed
-
-    e = Entry(fid, "g:1", "1", None, None, "t", "s", None, None, NOW, None, "h")
-    s.write_feed_result(
-        FetchResult(fid, Outcome.OK, "https://x.example/0"),
-        ParsedFeed("rss20", None, None, ()),
-        [e],
-        None,
-        NOW,
-    )
+    feed = s.add_feed("https://x.example/0", None, NOW)
+    store_entries(s, feed, [make_entry(feed.id, 1, NOW)], NOW)
     eid = s.unclustered()[0].entry_id
     gen = s.cluster_generation()
     with s._write() as db:  # a correction happens meanwhile

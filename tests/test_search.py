@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from .conftest import Runner, rss, simple_items
+from .conftest import Runner, make_entry, rss, simple_items, store_entries
 
 
 @pytest.fixture
@@ -100,36 +100,16 @@ def test_only_the_newest_matches_are_ranked(db_target, monkeypatch):
     """A common word in a big store: only the newest RANKED_MATCHES matches are scored."""
     from datetime import UTC, datetime, timedelta
 
-    from aggregator.models import Entry, FetchResult, Outcome, ParsedFeed
     from aggregator.store import open_store, postgres, sqlite_search
 
     now = datetime.now(UTC)
     store = open_store(db_target)
     f = store.add_feed("https://x.example/f", None, now)
     entries = [
-        Entry(
-            feed_id=f.id,
-            key=f"g:{i}",
-            guid=str(i),
-            url=None,
-            link=None,
-            title=f"budget item {i}",
-            summary="",
-            summary_html=None,
-            author=None,
-            published=now - timedelta(hours=10 - i),
-            updated=None,
-            content_hash=str(i),
-        )
+        make_entry(f.id, i, now - timedelta(hours=10 - i), title=f"budget item {i}")
         for i in range(10)
     ]
-    store.write_feed_result(
-        FetchResult(feed_id=f.id, outcome=Outcome.OK, url=f.url),
-        ParsedFeed("rss20", None, None, ()),
-        entries,
-        None,
-        now,
-    )
+    store_entries(store, f, entries, now)
     assert len(store.search("budget")) == 10
     monkeypatch.setattr(postgres if store.shared else sqlite_search, "RANKED_MATCHES", 3)
     assert sorted(h.entry.title for h in store.search("budget")) == [

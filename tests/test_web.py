@@ -11,6 +11,8 @@ from aggregator.config import Settings
 from aggregator.demo import run_demo
 from aggregator.web import create_app
 
+from .conftest import make_entry, store_entries
+
 
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory):
@@ -46,34 +48,16 @@ def test_all_feed_text_is_escaped(tmp_path):
     escaped in every page; a javascript: link never becomes an href."""
     from datetime import UTC, datetime
 
-    from aggregator.models import Entry, FetchResult, Outcome, ParsedFeed
     from aggregator.store import SQLiteStore
 
     now = datetime.now(UTC)
     store = SQLiteStore(tmp_path / "s.sqlite")
     feed = store.add_feed("https://evil.example/feed", "<script>alert('outlet')</script>", now)
     nasty = "<img src=x onerror=alert(1)> & <script>alert(2)</script>"
-    entry = Entry(
-        feed_id=feed.id,
-        key="g:1",
-        guid="1",
-        url=None,
-        link="javascript:alert(3)",
-        title=nasty,
-        summary=nasty,
-        summary_html=nasty,
-        author=None,
-        published=now,
-        updated=None,
-        content_hash="h",
+    entry = make_entry(
+        feed.id, 1, now, link="javascript:alert(3)", title=nasty, summary=nasty, summary_html=nasty
     )
-    store.write_feed_result(
-        FetchResult(feed_id=feed.id, outcome=Outcome.OK, url=feed.url),
-        ParsedFeed("rss20", None, None, ()),
-        [entry],
-        None,
-        now,
-    )
+    store_entries(store, feed, [entry], now)
     store.apply_clustering([(1, 1, 1.0, "new")], [], now)
     store.index_pending()
     store.close()
