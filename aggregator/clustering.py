@@ -58,8 +58,8 @@ class ClusteringStage:
     def _fresh(self, store: Store, earliest: datetime) -> Clusterer:
         c = Clusterer(self.settings, first_story_id=store.next_story_id())
         since = earliest - timedelta(hours=self.settings.window_hours)
-        for item in store.clustered_since(since):
-            c.add(to_item(item), story_id=item.story_id)
+        known = store.clustered_since(since)
+        c.add_many(map(to_item, known), (item.story_id for item in known))
         for a, b in store.story_blocks():
             c.block(a, b)
         c.merged_into.clear()
@@ -87,11 +87,8 @@ class ClusteringStage:
                 c = self.clusterer = self._fresh(store, pending[0].published)
                 self.generation = gen
             try:
-                rows = []
-                for item in pending:
-                    a = c.add(to_item(item))
-                    rows.append((a.entry_id, a.story_id, a.score, a.reason))
-                rows = [(eid, c.resolve(sid), score, reason) for eid, sid, score, reason in rows]
+                placed = c.add_many(map(to_item, pending))
+                rows = [(eid, c.resolve(sid), score, reason) for eid, sid, score, reason in placed]
                 merged = [(gone, c.resolve(gone)) for gone in c.merged_into]
                 c.merged_into.clear()
                 touched += len(store.apply_clustering(rows, merged, now, self.generation))

@@ -224,3 +224,30 @@ def test_old_stories_leave_memory():
     c.evict((T0 + timedelta(days=9, hours=1)).timestamp())
     assert len(c.stories) <= 2 * len(BACKGROUND)
     assert all(st.last >= (T0 + timedelta(days=8)).timestamp() for st in c.stories.values())
+
+
+def test_add_many_is_add_in_order_and_restores_the_collector():
+    import gc
+
+    titles = BACKGROUND * 2
+    items = [item(i, t, T0 + timedelta(minutes=i)) for i, t in enumerate(titles)]
+    one = Clusterer()
+    expected = [one.add(it) for it in items]
+    assert gc.isenabled()
+    assert Clusterer().add_many(items) == expected
+    assert gc.isenabled()
+    forced = Clusterer().add_many(items[:3], [7, 7, 9])
+    assert [a.story_id for a in forced] == [7, 7, 9]
+    try:  # an error inside the batch still turns the collector back on
+        Clusterer().add_many(items[:2], [1])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("zip(strict=True) should refuse unequal lengths")
+    assert gc.isenabled()
+    gc.disable()
+    try:  # and leaves it off when it was off
+        Clusterer().add_many(items[:2])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

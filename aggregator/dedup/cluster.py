@@ -35,19 +35,44 @@ How an entry finds its story:
 
 from __future__ import annotations
 
-import heapq
+import gc
 import math
 import operator
 from collections import defaultdict
+from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from rapidfuzz import fuzz
 
 from .text import Features, features
 
 _second = operator.itemgetter(1)
+
+
+@contextmanager
+def gc_paused():
+    """Pause the cyclic garbage collector for a bounded batch of work (reference counting
+    still frees everything acyclic); it runs again, if it was on, when the block ends."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _top(acc: dict, k: int) -> list:
+    """The k items with the largest values, largest first, ties in insertion order (as
+    heapq.nlargest; sorting is faster for the few dozen candidates an entry has)."""
+    return sorted(acc.items(), key=_second, reverse=True)[:k]
+
+
 IDF_EPOCH = 1024  # adds between refreshes of the memoized token weights
+EPOCH_SHARE = 8  # a longer epoch in a big window: 1/8 of its active stories
 NEAR_DUPLICATE_MIN_COVERAGE = 0.3  # titles this far apart are not compared character-wise
 
 
@@ -124,8 +149,7 @@ class Item:
     published: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Assignment:
+class Assignment(NamedTuple):  # a tuple: one is made per entry, cheaply
     entry_id: int
     story_id: int
     score: float
@@ -170,7 +194,7 @@ class StoryState:
     urls: list[str] = field(default_factory=list)
     core: list[tuple[str, float]] | None = None  # cached (token, share), refreshed as n grows
     core_n: int = 0
-    core_weights: tuple[int, list[tuple[str, float]], float] | None = None  # (epoch, (tok, w), sum)
+    core_weights: tuple[int, dict[str, float], float] | None = None  # (epoch, {tok: w}, sum)
     evicted: bool = False  # left the window; posting lists drop it lazily
 
 
@@ -194,6 +218,7 @@ class Clusterer:
         self._docs_log = 2.0
         self.docs = 0  # entries seen
         self._epoch = 0
+        self._next_epoch = IDF_EPOCH
         self._lift = self.s.near_duplicate_ratio / 100.0
 
     # -- the API ----------------------------------------------------------------------------------
@@ -219,6 +244,16 @@ class Clusterer:
         st = self._story(None, t)
         self._join(st, item, f, t)
         return Assignment(item.entry_id, st.id, 1.0, "new")
+
+    def add_many(self, items: Iterable[Item], story_ids: Iterable[int] | None = None):
+        """``add`` for each item, in order (``story_ids`` in parallel when given), with the
+        cyclic garbage collector paused: the clusterer's state is many long-lived objects and
+        the collector's passes over them cost more than a tenth of the time, while what one
+        ``add`` throws away is acyclic and freed at once anyway."""
+        with gc_paused():
+            if story_ids is None:
+                return [self.add(item) for item in items]
+            return [self.add(item, sid) for item, sid in zip(items, story_ids, strict=True)]
 
     def resolve(self, story_id: int) -> int:
         """The story a (possibly merged-away) story id now lives in."""
@@ -254,7 +289,8 @@ class Clusterer:
         hit = sum(
             w * min(1.0, kappa * st.tokens[tok]) for tok, w in weights.items() if tok in st.tokens
         )
-        return self._verify(st, fb, weights, hit / total, b.published.timestamp())
+        score, signals = self._verify(st, fb, weights, hit / total, b.published.timestamp())
+        return score, Why(*signals)
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -264,7 +300,9 @@ class Clusterer:
         makes a name concentrated in a few stories weigh much even when those stories are big;
         the second keeps a word found in a large share of all entries cheap even when the
         stories happen to be few, which stops one story from swallowing the stream. Memoized
-        for ``IDF_EPOCH`` adds: one entry moves these statistics very little."""
+        for an epoch of ``IDF_EPOCH`` adds, or 1/``EPOCH_SHARE`` of the active stories when
+        that is more: one entry moves these statistics very little, and a big window's
+        statistics move less per entry than a small one's."""
         v = self._idf.get(token)
         if v is None:
             isf = math.log(self._n_log / (self.sf.get(token, 0) + 1))
@@ -351,23 +389,19 @@ class Clusterer:
                 acc[st] += w if share >= 1.0 else w * share
         if not acc:
             return None, 0.0, ""
-        best, best_score, best_why = None, 0.0, ""
+        best, best_score, best_why = None, 0.0, None
         # score <= sqrt(coverage) (core <= 1, penalties only lower it), and coverage is at most
         # (accumulated + skipped) / total: visit candidates by accumulated weight and stop once
         # none can reach the threshold or beat the best so far.
         floor = self.s.threshold**2
-        if len(acc) <= self.s.candidates:
-            ranked = sorted(acc.items(), key=_second, reverse=True)
-        else:
-            ranked = heapq.nlargest(self.s.candidates, acc.items(), key=_second)
-        for st, a in ranked:
+        for st, a in _top(acc, self.s.candidates):
             bound = (a + skipped) / total
             if bound < floor and bound < NEAR_DUPLICATE_MIN_COVERAGE:
                 break
             if best is not None and math.sqrt(bound) <= best_score:
                 break
-            if not self._active(st, t):
-                continue
+            if st.last < t - self._window or st.first > t + self._window:
+                continue  # not active at t
             if skipped:  # add what the tokens not looked up contribute
                 tokens, n = st.tokens, st.n
                 for tok, w in not_looked_up:
@@ -384,26 +418,33 @@ class Clusterer:
             score, why = self._verify(st, f, weights, a / total, t)
             if score > best_score:
                 best, best_score, best_why = st, score, why
-        return best, best_score, best_why
+        return best, best_score, (Why(*best_why) if best_why else "")
 
     def _core(self, st: StoryState) -> list[tuple[str, float]]:
         """Tokens in at least ``core_share`` of the story's members, with their share."""
         if st.core is None or st.n >= st.core_n * 1.25 + 1:
-            cut = self.s.core_share * st.n
-            st.core = [(tok, min(1.0, c / st.n)) for tok, c in st.tokens.items() if c >= cut]
-            st.core_n = st.n
+            n = st.n
+            cut = self.s.core_share * n
+            st.core = [(tok, min(1.0, c / n)) for tok, c in st.tokens.items() if c >= cut]
+            st.core_n = n
             st.core_weights = None
         return st.core
 
-    def _core_weights(self, st: StoryState) -> tuple[list[tuple[str, float]], float]:
+    def _core_weights(self, st: StoryState) -> tuple[dict[str, float], float]:
         """The core weighted by idf * share; refreshed with the core (as the story grows) or
         after 8 idf epochs, whichever comes first."""
-        core = self._core(st)
         cw = st.core_weights
-        if cw is None or self._epoch - cw[0] >= 8:
-            idf = self.idf
-            pairs = [(tok, idf(tok) * share) for tok, share in core]
-            cw = st.core_weights = (self._epoch, pairs, sum(w for _, w in pairs))
+        if cw is None or cw[0] <= self._epoch - 8 or st.n >= st.core_n * 1.25 + 1:
+            core = self._core(st)
+            memo, idf = self._idf, self.idf
+            weighted = {}
+            total = 0.0
+            for tok, share in core:
+                v = memo.get(tok)
+                w = (v if v is not None else idf(tok)) * share
+                weighted[tok] = w
+                total += w
+            cw = st.core_weights = (self._epoch, weighted, total)
         return cw[1], cw[2]
 
     def _verify(
@@ -411,7 +452,7 @@ class Clusterer:
     ):
         s = self.s
         pairs, core_w = self._core_weights(st)
-        core_hit = sum(w for tok, w in pairs if tok in weights)
+        core_hit = sum(w for tok, w in pairs.items() if tok in weights)
         core = core_hit / core_w if core_w else 0.0
         score = math.sqrt(coverage * core)
         if st.n < s.small_story and score > 0.0:
@@ -436,7 +477,7 @@ class Clusterer:
         gap_h = max(0.0, st.first - t, t - st.last) / 3600.0
         if gap_h > s.time_grace_hours:
             score *= 0.5 ** ((gap_h - s.time_grace_hours) / s.time_half_life_hours)
-        return score, Why(coverage, core, ratio, years, figures, gap_h)
+        return score, (coverage, core, ratio, years, figures, gap_h)
 
     # -- story merging --------------------------------------------------------------------------
 
@@ -450,12 +491,8 @@ class Clusterer:
                 return keep.id
         return st.id
 
-    def _profile(self, st: StoryState) -> tuple[dict[str, float], float]:
-        pairs, total = self._core_weights(st)
-        return dict(pairs), total
-
     def _best_merge(self, st: StoryState, t: float) -> tuple[StoryState | None, float]:
-        q, total = self._profile(st)
+        q, total = self._core_weights(st)
         if not total:
             return None, 0.0
         acc: dict[StoryState, float] = defaultdict(float)
@@ -467,18 +504,24 @@ class Clusterer:
                 continue
             for o in self.postings.get(tok, ()):
                 if o is not st and not o.evicted:
-                    acc[o] += w * min(1.0, kappa * o.tokens[tok] / o.n)
+                    share = kappa * o.tokens[tok] / o.n
+                    acc[o] += w if share >= 1.0 else w * share
         best, best_score = None, 0.0
-        for o, a in heapq.nlargest(5, acc.items(), key=lambda kv: kv[1]):
-            if not self._active(o, t) or frozenset((st.id, o.id)) in self.blocked:
+        blocked = self.blocked
+        tokens, n = st.tokens, st.n
+        for o, a in _top(acc, 5):
+            if not self._active(o, t) or (blocked and frozenset((st.id, o.id)) in blocked):
                 continue
-            qo, to = self._profile(o)
+            qo, to = self._core_weights(o)
             if not to:
                 continue
-            b = (
-                sum(w * min(1.0, kappa * st.tokens.get(tok, 0.0) / st.n) for tok, w in qo.items())
-                / to
-            )
+            b = 0.0
+            for tok, w in qo.items():
+                c = tokens.get(tok)
+                if c is not None:
+                    share = kappa * c / n
+                    b += w if share >= 1.0 else w * share
+            b /= to
             score = math.sqrt((a / total) * b)
             if st.years and o.years and not (st.years.keys() & o.years.keys()):
                 score *= self.s.conflict_penalty
@@ -514,6 +557,7 @@ class Clusterer:
         keep.sources |= gone.sources
         keep.urls.extend(gone.urls)
         keep.core = None
+        keep.core_weights = None
         for url in gone.urls:
             self.url_story[url] = keep.id
         for pair in [p for p in self.blocked if gone.id in p]:
@@ -526,7 +570,8 @@ class Clusterer:
 
     def _tick(self, t: float) -> None:
         self._adds += 1
-        if self._adds % IDF_EPOCH == 0 or self._adds < IDF_EPOCH:
+        if self._adds >= self._next_epoch or self._adds < IDF_EPOCH:
+            self._next_epoch = self._adds + max(IDF_EPOCH, len(self.stories) // EPOCH_SHARE)
             self._idf.clear()
             self._n_log = len(self.stories) + 2.0
             self._docs_log = self.docs + 2.0

@@ -34,7 +34,7 @@ STOPWORDS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per entry, and frozen ones init slower
 class Features:
     """What clustering needs from one entry. ``weights`` maps each informative token to its
     field weight (1.0 title, lower for summary tokens)."""
@@ -52,8 +52,11 @@ def _fold(text: str) -> str:
 
 
 def words(text: str) -> list[str]:
+    text = _fold(text)
+    if "'" not in text:  # the common case, in one pass
+        return [w for w in _WORD.findall(text) if len(w) > 1 or w.isdigit()]
     out = []
-    for w in _WORD.findall(_fold(text)):
+    for w in _WORD.findall(text):
         if "'" in w:
             if w.endswith("'s"):
                 w = w[:-2]
