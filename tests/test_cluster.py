@@ -97,7 +97,7 @@ def test_same_event_from_several_outlets_is_one_story():
     got = [c.add(item(i, t, T0 + timedelta(minutes=10 * i))) for i, t in enumerate(titles)]
     assert len({c.resolve(a.story_id) for a in got}) == 1
     assert got[0].reason == "new" and got[1].reason.startswith("similar")
-    assert len(c.stories[c.resolve(got[0].story_id)].sources) == 4
+    assert c.stories[c.resolve(got[0].story_id)].n == 4
 
 
 def test_different_quakes_days_apart_stay_apart():

@@ -65,6 +65,15 @@ def gc_paused():
             gc.enable()
 
 
+def _count(into: dict[str, int] | None, more: dict[str, int]) -> dict[str, int]:
+    """Add the counts ``more`` to ``into`` (made when None); returns it."""
+    if into is None:
+        return dict(more)
+    for key, c in more.items():
+        into[key] = into.get(key, 0) + c
+    return into
+
+
 def _top(acc: dict, k: int) -> list:
     """The k items with the largest values, largest first, ties in insertion order (as
     heapq.nlargest; sorting is faster for the few dozen candidates an entry has)."""
@@ -187,13 +196,14 @@ class StoryState:
     last: float
     n: int = 0
     tokens: dict[str, float] = field(default_factory=dict)
-    years: dict[str, int] = field(default_factory=dict)
-    decimals: dict[str, int] = field(default_factory=dict)
-    sources: set[str] = field(default_factory=set)
+    # years / decimal figures its members name, with counts; None until one does (most
+    # stories never do, and an empty dict each costs memory for every story in the window)
+    years: dict[str, int] | None = None
+    decimals: dict[str, int] | None = None
     title_key: str = ""
     urls: list[str] = field(default_factory=list)
-    core: list[tuple[str, float]] | None = None  # cached (token, share), refreshed as n grows
-    core_n: int = 0
+    core: dict[str, float] | None = None  # cached {token: share}, refreshed as n grows
+    core_n: int = 0  # members when the core was computed
     core_weights: tuple[int, dict[str, float], float] | None = None  # (epoch, {tok: w}, sum)
     evicted: bool = False  # left the window; posting lists drop it lazily
 
@@ -320,7 +330,7 @@ class Clusterer:
             v = memo.get(tok)
             w = fw * (v if v is not None else self.idf(tok))
             weights[tok] = w
-            total += w if df.get(tok) else w * unseen
+            total += w if tok in df else w * unseen  # df holds no zero counts
         return weights, total
 
     def _story(self, story_id: int | None, t: float) -> StoryState:
@@ -344,14 +354,13 @@ class Clusterer:
                 tokens[tok] = w
                 postings[tok].append(st)
                 sf[tok] += 1
-        for y in f.years:
-            st.years[y] = st.years.get(y, 0) + 1
-        for d in f.decimals:
-            st.decimals[d] = st.decimals.get(d, 0) + 1
+        if f.years:
+            st.years = _count(st.years, dict.fromkeys(f.years, 1))
+        if f.decimals:
+            st.decimals = _count(st.decimals, dict.fromkeys(f.decimals, 1))
         st.n += 1
         st.first = min(st.first, t)
         st.last = max(st.last, t)
-        st.sources.add(item.source)
         if not st.title_key:
             st.title_key = f.title_key
         if item.url:
@@ -372,8 +381,7 @@ class Clusterer:
         not_looked_up: list[tuple[str, float]] = []
         lookups = 0
         sf = self.sf
-        for tok in sorted(weights, key=weights.__getitem__, reverse=True):
-            w = weights[tok]
+        for tok, w in sorted(weights.items(), key=_second, reverse=True):
             live = sf.get(tok)
             if not live:
                 continue  # in no active story: adds nothing to any candidate
@@ -405,9 +413,8 @@ class Clusterer:
             if skipped:  # add what the tokens not looked up contribute
                 tokens, n = st.tokens, st.n
                 for tok, w in not_looked_up:
-                    c = tokens.get(tok)
-                    if c is not None:
-                        share = kappa * c / n
+                    if tok in tokens:
+                        share = kappa * tokens[tok] / n
                         a += w if share >= 1.0 else w * share
                 exact = a / total
                 # the same bound, now exact; a near-duplicate title can still lift a candidate
@@ -420,15 +427,19 @@ class Clusterer:
                 best, best_score, best_why = st, score, why
         return best, best_score, (Why(*best_why) if best_why else "")
 
-    def _core(self, st: StoryState) -> list[tuple[str, float]]:
-        """Tokens in at least ``core_share`` of the story's members, with their share."""
-        if st.core is None or st.n >= st.core_n * 1.25 + 1:
+    def _core(self, st: StoryState) -> dict[str, float]:
+        """Tokens in at least ``core_share`` of the story's members, with their share (capped
+        at 1). Cached; refreshed when the story has grown by a quarter."""
+        core = st.core
+        if core is None or st.n >= st.core_n * 1.25 + 1:
             n = st.n
             cut = self.s.core_share * n
-            st.core = [(tok, min(1.0, c / n)) for tok, c in st.tokens.items() if c >= cut]
-            st.core_n = n
-            st.core_weights = None
-        return st.core
+            if n == 1:  # a member's own weights (<= 1): no new float per token
+                core = {tok: c for tok, c in st.tokens.items() if c >= cut}
+            else:
+                core = {tok: min(1.0, c / n) for tok, c in st.tokens.items() if c >= cut}
+            st.core, st.core_n, st.core_weights = core, n, None
+        return core
 
     def _core_weights(self, st: StoryState) -> tuple[dict[str, float], float]:
         """The core weighted by idf * share; refreshed with the core (as the story grows) or
@@ -439,7 +450,7 @@ class Clusterer:
             memo, idf = self._idf, self.idf
             weighted = {}
             total = 0.0
-            for tok, share in core:
+            for tok, share in core.items():
                 v = memo.get(tok)
                 w = (v if v is not None else idf(tok)) * share
                 weighted[tok] = w
@@ -451,7 +462,10 @@ class Clusterer:
         self, st: StoryState, f: Features, weights: dict[str, float], coverage: float, t: float
     ):
         s = self.s
-        pairs, core_w = self._core_weights(st)
+        cw = st.core_weights  # _core_weights(st), its fast path inline
+        if cw is None or cw[0] <= self._epoch - 8 or st.n >= st.core_n * 1.25 + 1:
+            cw = (None, *self._core_weights(st))
+        pairs, core_w = cw[1], cw[2]
         core_hit = sum(w for tok, w in pairs.items() if tok in weights)
         core = core_hit / core_w if core_w else 0.0
         score = math.sqrt(coverage * core)
@@ -547,17 +561,15 @@ class Clusterer:
             else:
                 keep.tokens[tok] = c
                 postings[tok].append(keep)
-        for y, c in gone.years.items():
-            keep.years[y] = keep.years.get(y, 0) + c
-        for d, c in gone.decimals.items():
-            keep.decimals[d] = keep.decimals.get(d, 0) + c
+        if gone.years:
+            keep.years = _count(keep.years, gone.years)
+        if gone.decimals:
+            keep.decimals = _count(keep.decimals, gone.decimals)
         keep.n += gone.n
         keep.first = min(keep.first, gone.first)
         keep.last = max(keep.last, gone.last)
-        keep.sources |= gone.sources
         keep.urls.extend(gone.urls)
-        keep.core = None
-        keep.core_weights = None
+        keep.core = keep.core_weights = None
         for url in gone.urls:
             self.url_story[url] = keep.id
         for pair in [p for p in self.blocked if gone.id in p]:

@@ -88,6 +88,23 @@ def _stem(w: str) -> str:
     return w
 
 
+_TERMS: dict[str, str] = {}  # word -> its term: the stem, or "" for a stopword
+
+
+def term(w: str) -> str:
+    """The token a word counts as: its stem, or "" for a function word. Memoized (bounded)."""
+    s = _TERMS.get(w)
+    if s is None:
+        s = "" if w in STOPWORDS else stem(w)
+        if len(_TERMS) > 500_000:
+            _TERMS.clear()
+        _TERMS[w] = s
+    return s
+
+
+_DIGIT = re.compile(r"\d")
+
+
 def features(
     title: str, summary: str = "", summary_tokens: int = 60, summary_weight: float = 0.5
 ) -> Features:
@@ -95,24 +112,29 @@ def features(
     years: set[str] = set()
     decimals: set[str] = set()
     title_words = words(title)
-    stems = _STEMS
+    terms = _TERMS
+    # numbers only where the text has a digit (folding can make one from a non-ASCII sign)
+    numbers = not title.isascii() or _DIGIT.search(title) is not None
     for w in title_words:
-        if w[0].isdigit():
+        if numbers and w[0].isdigit():
             if _YEAR.match(w):
                 years.add(w)
             elif _DECIMAL.match(w):
                 decimals.add(w.replace(",", "."))
-        if w in STOPWORDS:
-            continue
-        weights[stems.get(w) or stem(w)] = 1.0
+        s = terms.get(w)
+        if s is None:
+            s = term(w)
+        if s:
+            weights[s] = 1.0
     if summary:
+        numbers = not summary.isascii() or _DIGIT.search(summary) is not None
         for w in words(summary)[:summary_tokens]:
-            if w[0].isdigit() and _YEAR.match(w):
+            if numbers and w[0].isdigit() and _YEAR.match(w):
                 years.add(w)
-            if w in STOPWORDS:
-                continue
-            s = stem(w)
-            if s not in weights:
+            s = terms.get(w)
+            if s is None:
+                s = term(w)
+            if s and s not in weights:
                 weights[s] = summary_weight
     return Features(
         weights=weights,
