@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 
 from .dedup.cluster import Clusterer, ClusterSettings, Item
 from .errors import ClusterConflictError
@@ -58,14 +59,15 @@ class ClusteringStage:
     def _fresh(self, store: Store, earliest: datetime) -> Clusterer:
         c = Clusterer(self.settings, first_story_id=store.next_story_id())
         since = earliest - timedelta(hours=self.settings.window_hours)
-        known = store.clustered_since(since)
-        c.add_many(map(to_item, known), (item.story_id for item in known))
+        known = store.clustered_since(since)  # streamed: the window may be big
+        while chunk := list(islice(known, 5_000)):
+            c.add_many(map(to_item, chunk), [k.story_id for k in chunk])
         for a, b in store.story_blocks():
             c.block(a, b)
         c.merged_into.clear()
         return c
 
-    def run(self, store: Store, now: datetime, batch: int = 50_000) -> ClusterSummary:
+    def run(self, store: Store, now: datetime, batch: int = 10_000) -> ClusterSummary:
         started = time.perf_counter()
         if not store.lead_clustering():
             self.clusterer = None  # when this process leads again, it starts from the store

@@ -251,3 +251,19 @@ def test_add_many_is_add_in_order_and_restores_the_collector():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_token_too_common_to_look_up_leaves_the_index_and_comes_back_when_rare():
+    c = Clusterer(ClusterSettings(max_postings=2, window_hours=24))  # lists end above 8
+    old = T0 - timedelta(hours=30)
+    # ten unrelated stories that all name "zanzibar", a day and more before the rest
+    for i, t in enumerate(BACKGROUND[:10]):
+        c.add(item(i, f"{t} zanzibar", old + timedelta(minutes=i)))
+    assert c.sf["zanzibar"] == 10 and "zanzibar" not in c.postings
+    # a day later the old stories leave the window; one new story names the word again
+    first = c.add(item(50, "Zanzibar ferry capsizes near Stone Town harbour", T0))
+    c.evict(T0.timestamp())
+    assert c.sf["zanzibar"] == 1
+    assert [st.id for st in c.postings["zanzibar"]] == [first.story_id]  # indexed again
+    again = c.add(item(51, "Ferry capsizes off Zanzibar, Stone Town harbour", T0))
+    assert again.story_id == first.story_id

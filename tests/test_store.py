@@ -222,3 +222,27 @@ def test_reader_sees_committed_data_while_writer_holds_transaction(tmp_path):
     writer.db.execute("ROLLBACK")
     reader.close()
     writer.close()
+
+
+def test_clustered_since_reads_the_window_in_chunks_in_clustering_order(store):
+    f = store.add_feed("https://x.example/feed", None, NOW)
+    # seven entries, three of them at the same instant: chunk borders fall inside the tie
+    entries = [replace(entry(f.id, i), published=NOW - timedelta(minutes=i // 3)) for i in range(7)]
+    entries.append(replace(entry(f.id, 99), published=NOW - timedelta(days=30)))  # too old
+    store.write_feed_result(ok(f.id), PARSED, entries, None, NOW)
+    pending = store.unclustered()
+    assert len(pending) == 8
+    store.apply_clustering(
+        [(p.entry_id, 1000 + p.entry_id, 1.0, "new") for p in pending],
+        [],
+        NOW,
+        store.cluster_generation(),
+    )
+    since = NOW - timedelta(days=1)
+    whole = list(store.clustered_since(since, chunk=100))
+    assert len(whole) == 7
+    assert [(e.published, e.entry_id) for e in whole] == sorted(
+        (e.published, e.entry_id) for e in whole
+    )
+    for chunk in (1, 2, 3, 7):
+        assert list(store.clustered_since(since, chunk=chunk)) == whole

@@ -38,6 +38,7 @@ from __future__ import annotations
 import gc
 import math
 import operator
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -204,7 +205,7 @@ class StoryState:
     urls: list[str] = field(default_factory=list)
     core: dict[str, float] | None = None  # cached {token: share}, refreshed as n grows
     core_n: int = 0  # members when the core was computed
-    core_weights: tuple[int, dict[str, float], float] | None = None  # (epoch, {tok: w}, sum)
+    core_weights: tuple[int, tuple, float] | None = None  # (epoch, (tokens, weights), sum)
     evicted: bool = False  # left the window; posting lists drop it lazily
 
 
@@ -212,7 +213,11 @@ class Clusterer:
     def __init__(self, settings: ClusterSettings | None = None, first_story_id: int = 1):
         self.s = settings or ClusterSettings()
         self.stories: dict[int, StoryState] = {}
-        self.postings: dict[str, list[StoryState]] = defaultdict(list)
+        # token -> the active stories with it (and stale ones, flagged). A token in more than
+        # 4 x max_postings stories loses its list (it is never looked up, and such lists held
+        # most of the index's memory); the list comes back when the token is rare again.
+        self.postings: dict[str, list[StoryState]] = {}
+        self._index_cap = 4 * self.s.max_postings
         self.df: dict[str, int] = defaultdict(int)  # entries (in the window) with the token
         self.sf: dict[str, int] = defaultdict(int)  # active stories with the token
         self._stale: dict[str, int] = defaultdict(int)  # evicted stories still in a posting list
@@ -346,14 +351,25 @@ class Clusterer:
     def _join(self, st: StoryState, item: Item, f: Features, t: float) -> None:
         self.docs += 1
         df, sf, postings, tokens = self.df, self.sf, self.postings, st.tokens
+        cap = self._index_cap
+        if st.core is tokens:  # the cached core shares this dict: keep it as it is
+            st.core = dict(tokens)
         for tok, w in f.weights.items():
             df[tok] += 1
             if tok in tokens:
                 tokens[tok] += w
             else:
                 tokens[tok] = w
-                postings[tok].append(st)
-                sf[tok] += 1
+                live = sf[tok] = sf[tok] + 1
+                posting = postings.get(tok)
+                if posting is not None:
+                    if live > cap:  # too common to look up: stop indexing it
+                        del postings[tok]
+                        self._stale.pop(tok, None)
+                    else:
+                        posting.append(st)
+                elif live == 1:
+                    postings[tok] = [st]
         if f.years:
             st.years = _count(st.years, dict.fromkeys(f.years, 1))
         if f.decimals:
@@ -380,7 +396,7 @@ class Clusterer:
         skipped = 0.0  # weight of tokens not looked up: counted in the bound below
         not_looked_up: list[tuple[str, float]] = []
         lookups = 0
-        sf = self.sf
+        sf, postings = self.sf, self.postings
         for tok, w in sorted(weights.items(), key=_second, reverse=True):
             live = sf.get(tok)
             if not live:
@@ -389,8 +405,13 @@ class Clusterer:
                 skipped += w
                 not_looked_up.append((tok, w))
                 continue
+            posting = postings.get(tok)
+            if posting is None:  # too common a moment ago: not indexed yet again
+                skipped += w
+                not_looked_up.append((tok, w))
+                continue
             lookups += 1
-            for st in self.postings[tok]:
+            for st in posting:
                 if st.evicted:
                     continue
                 share = kappa * st.tokens[tok] / st.n
@@ -434,28 +455,33 @@ class Clusterer:
         if core is None or st.n >= st.core_n * 1.25 + 1:
             n = st.n
             cut = self.s.core_share * n
-            if n == 1:  # a member's own weights (<= 1): no new float per token
-                core = {tok: c for tok, c in st.tokens.items() if c >= cut}
+            if n == 1 and min(st.tokens.values(), default=1.0) >= cut:
+                # the story's one member: its tokens are the core, with their weights (<= 1)
+                # as shares; shared, not copied (most stories have one member), until the
+                # story grows (see _join)
+                core = st.tokens
             else:
                 core = {tok: min(1.0, c / n) for tok, c in st.tokens.items() if c >= cut}
             st.core, st.core_n, st.core_weights = core, n, None
         return core
 
-    def _core_weights(self, st: StoryState) -> tuple[dict[str, float], float]:
+    def _core_weights(self, st: StoryState) -> tuple[tuple[tuple[str, ...], array], float]:
         """The core weighted by idf * share; refreshed with the core (as the story grows) or
         after 8 idf epochs, whichever comes first."""
         cw = st.core_weights
         if cw is None or cw[0] <= self._epoch - 8 or st.n >= st.core_n * 1.25 + 1:
             core = self._core(st)
             memo, idf = self._idf, self.idf
-            weighted = {}
+            weighted = array("d")
             total = 0.0
             for tok, share in core.items():
                 v = memo.get(tok)
                 w = (v if v is not None else idf(tok)) * share
-                weighted[tok] = w
+                weighted.append(w)
                 total += w
-            cw = st.core_weights = (self._epoch, weighted, total)
+            # (tokens, weights) side by side: a tuple and an array of doubles take 16 bytes a
+            # token where a dict of float objects took 40
+            cw = st.core_weights = (self._epoch, (tuple(core), weighted), total)
         return cw[1], cw[2]
 
     def _verify(
@@ -465,8 +491,9 @@ class Clusterer:
         cw = st.core_weights  # _core_weights(st), its fast path inline
         if cw is None or cw[0] <= self._epoch - 8 or st.n >= st.core_n * 1.25 + 1:
             cw = (None, *self._core_weights(st))
-        pairs, core_w = cw[1], cw[2]
-        core_hit = sum(w for tok, w in pairs.items() if tok in weights)
+        (core_tokens, core_weights), core_w = cw[1], cw[2]
+        pairs = zip(core_tokens, core_weights, strict=True)
+        core_hit = sum(w for tok, w in pairs if tok in weights)
         core = core_hit / core_w if core_w else 0.0
         score = math.sqrt(coverage * core)
         if st.n < s.small_story and score > 0.0:
@@ -513,7 +540,7 @@ class Clusterer:
         kappa = self.s.kappa
         max_post = self.s.max_postings
         sf = self.sf
-        for tok, w in q.items():
+        for tok, w in zip(*q, strict=True):
             if sf.get(tok, 0) > max_post:
                 continue
             for o in self.postings.get(tok, ()):
@@ -530,7 +557,7 @@ class Clusterer:
             if not to:
                 continue
             b = 0.0
-            for tok, w in qo.items():
+            for tok, w in zip(*qo, strict=True):
                 c = tokens.get(tok)
                 if c is not None:
                     share = kappa * c / n
@@ -560,7 +587,9 @@ class Clusterer:
                 sf[tok] -= 1
             else:
                 keep.tokens[tok] = c
-                postings[tok].append(keep)
+                posting = postings.get(tok)
+                if posting is not None:
+                    posting.append(keep)
         if gone.years:
             keep.years = _count(keep.years, gone.years)
         if gone.decimals:
@@ -615,13 +644,24 @@ class Clusterer:
                 if self.url_story.get(url) in gone:
                     del self.url_story[url]
             del self.stories[st.id]
+        postings, rebuild = self.postings, []
         for tok in touched:
             if sf[tok] <= 0:
-                del self.postings[tok]
+                postings.pop(tok, None)
                 sf.pop(tok, None)
                 stale.pop(tok, None)
                 self.df.pop(tok, None)
+            elif tok not in postings:
+                if sf[tok] <= self.s.max_postings:
+                    rebuild.append(tok)
             elif stale[tok] > sf[tok]:
-                self.postings[tok] = [o for o in self.postings[tok] if not o.evicted]
+                postings[tok] = [o for o in postings[tok] if not o.evicted]
                 stale[tok] = 0
+        if rebuild:  # tokens rare again: index them again, in one pass over the stories
+            for tok in rebuild:
+                postings[tok], stale[tok] = [], 0
+            for st in self.stories.values():
+                for tok in rebuild:
+                    if tok in st.tokens:
+                        postings[tok].append(st)
         return len(old)

@@ -4,7 +4,7 @@ SQLStore (both backends); uses its ``db`` connection and ``_write`` transaction 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
 from ..errors import ClusterConflictError, NotFoundError
@@ -40,13 +40,27 @@ class StoryStoreMixin:
             sql += f" LIMIT {int(limit)}"
         return [_item(r) for r in self.db.execute(sql)]
 
-    def clustered_since(self, since: datetime) -> list[ClusterItem]:
-        """Entries already in stories, published since ``since``, in clustering order."""
-        sql = (
+    def clustered_since(self, since: datetime, chunk: int = 5_000) -> Iterator[ClusterItem]:
+        """Entries already in stories, published since ``since``, in clustering order. Read
+        ``chunk`` rows at a time (the window can hold hundreds of thousands of entries, and
+        their summaries, which the caller only needs one at a time)."""
+        first = (
             f"SELECT {_ITEM_COLS} FROM entries WHERE story_id IS NOT NULL AND published >= ?"
-            " ORDER BY published, id"
+            f" ORDER BY published, id LIMIT {int(chunk)}"
         )
-        return [_item(r) for r in self.db.execute(sql, (_ts(since),))]
+        after = (
+            f"SELECT {_ITEM_COLS} FROM entries WHERE story_id IS NOT NULL AND published >= ?"
+            f" AND (published > ? OR (published = ? AND id > ?))"
+            f" ORDER BY published, id LIMIT {int(chunk)}"
+        )
+        rows = self.db.execute(first, (_ts(since),)).fetchall()
+        while rows:
+            yield from map(_item, rows)
+            if len(rows) < chunk:
+                return
+            last = rows[-1]
+            key = (_ts(since), last[5], last[5], last[0])
+            rows = self.db.execute(after, key).fetchall()
 
     def story_blocks(self) -> list[tuple[int, int]]:
         return [(a, b) for a, b in self.db.execute("SELECT a, b FROM story_blocks")]
