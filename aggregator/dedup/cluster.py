@@ -429,8 +429,8 @@ class Clusterer:
                 break
             if best is not None and math.sqrt(bound) <= best_score:
                 break
-            if st.last < t - self._window or st.first > t + self._window:
-                continue  # not active at t
+            if not self._active(st, t):
+                continue
             if skipped:  # add what the tokens not looked up contribute
                 tokens, n = st.tokens, st.n
                 for tok, w in not_looked_up:
@@ -488,10 +488,7 @@ class Clusterer:
         self, st: StoryState, f: Features, weights: dict[str, float], coverage: float, t: float
     ):
         s = self.s
-        cw = st.core_weights  # _core_weights(st), its fast path inline
-        if cw is None or cw[0] <= self._epoch - 8 or st.n >= st.core_n * 1.25 + 1:
-            cw = (None, *self._core_weights(st))
-        (core_tokens, core_weights), core_w = cw[1], cw[2]
+        (core_tokens, core_weights), core_w = self._core_weights(st)
         pairs = zip(core_tokens, core_weights, strict=True)
         core_hit = sum(w for tok, w in pairs if tok in weights)
         core = core_hit / core_w if core_w else 0.0
