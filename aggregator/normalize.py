@@ -82,6 +82,48 @@ def _is_tracking(name: str) -> bool:
     return n in TRACKING_PARAMS or n.startswith(TRACKING_PREFIXES)
 
 
+# URLs made only of characters that w3lib's canonicalization leaves as they are: a lowercase
+# host, an optional port, a path of unreserved and sub-delimiter characters, a query of plain
+# key=value pairs. Most feed links are like this; they take a short path that gives what w3lib
+# gives (tests/test_normalize.py checks the two against each other), w3lib does the rest.
+_PLAIN_URL = re.compile(
+    r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)*)(?::([0-9]{1,5}))?"
+    r"(/[A-Za-z0-9._~!$'()*,:@/=-]*)?"
+    r"(?:\?([A-Za-z0-9._~=&-]*))?(?:#[^\s]*)?",
+    re.ASCII,
+)
+
+
+def _plain_canonical_url(url: str) -> str | None:
+    """canonical_url for a URL of ``_PLAIN_URL``'s form; None when it is not of that form."""
+    m = _PLAIN_URL.fullmatch(url)
+    if m is None:
+        return None
+    scheme, host, port, path, query = m.groups()
+    if path and "/." in path and any(seg in (".", "..") for seg in path.split("/")):
+        return None  # dot segments: w3lib resolves them
+    if port is not None:
+        number = int(port)
+        if number > 65535:
+            return None
+        if number != int(DEFAULT_PORTS[scheme]):
+            host = f"{host}:{number}"
+    if query:
+        pairs = []
+        for part in query.split("&"):
+            if not part:
+                continue
+            key, eq, value = part.partition("=")
+            if not eq or "=" in value:  # w3lib rewrites these: let it
+                return None
+            pairs.append((key, value))
+        pairs.sort()
+        query = "&".join(f"{k}={v}" for k, v in pairs if not _is_tracking(k))
+        if query:
+            return f"{scheme}://{host}{path or '/'}?{query}"
+    return f"{scheme}://{host}{path or '/'}"
+
+
 def canonical_url(url: str | None, base: str | None = None) -> str | None:
     """The canonical form of an http(s) URL, or None when ``url`` is not one.
 
@@ -94,6 +136,13 @@ def canonical_url(url: str | None, base: str | None = None) -> str | None:
     url = url.strip()
     if base and not url.lower().startswith(("http://", "https://")):
         url = urljoin(base, url)
+    plain = _plain_canonical_url(url)
+    if plain is not None:
+        return plain
+    return _full_canonical_url(url)
+
+
+def _full_canonical_url(url: str) -> str | None:
     try:
         parts = urlsplit(canonicalize_url(url, keep_fragments=False))
     except ValueError:

@@ -1,9 +1,13 @@
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aggregator.models import RawEntry
 from aggregator.normalize import (
+    _full_canonical_url,
+    _plain_canonical_url,
     canonical_url,
     entry_key,
     feed_url,
@@ -180,3 +184,105 @@ def test_title_falls_back_to_summary():
     e = normalize_entry(_raw(summary_html="<p>" + "word " * 60 + "</p>"), 1, None, NOW)
     assert e.title.startswith("word word")
     assert len(e.title) <= 120
+
+
+# -- the short path for plain URLs gives what w3lib's full canonicalization gives -------------
+
+_URL_PIECES = st.sampled_from(
+    [
+        "a",
+        "Z",
+        "0",
+        "-",
+        ".",
+        "_",
+        "~",
+        "/",
+        "%",
+        "%7e",
+        "%2F",
+        "?",
+        "&",
+        "=",
+        "#",
+        ";",
+        ":",
+        "@",
+        "!",
+        "$",
+        "'",
+        "(",
+        ")",
+        "*",
+        "+",
+        ",",
+        " ",
+        "é",
+        "utm_source=x",
+        "a=1",
+        "b=",
+        "//",
+    ]
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    scheme=st.sampled_from(["http", "https", "HTTP"]),
+    host=st.sampled_from(
+        [
+            "example.com",
+            "Example.com",
+            "a-b.example",
+            "xn--bcher-kva.example",
+            "10.0.0.1",
+            "a.b.",
+            "bücher.example",
+        ]
+    ),
+    port=st.sampled_from(["", ":80", ":443", ":8080", ":0080", ":99999", ":"]),
+    rest=st.lists(_URL_PIECES, max_size=12).map("".join),
+)
+def test_plain_url_path_agrees_with_w3lib(scheme, host, port, rest):
+    url = f"{scheme}://{host}{port}{rest}"
+    plain = _plain_canonical_url(url)
+    if plain is not None:
+        assert plain == _full_canonical_url(url)
+
+
+def test_plain_url_path_is_taken_for_common_links():
+    # the short path must really be the common one, or it saves nothing
+    for url in [
+        "https://outlet1.example/2026/11/story-title-here?utm_source=rss&id=7",
+        "http://www.example.com/news/world-12345678",
+        "https://example.com:8443/a/b.html#comments",
+    ]:
+        assert _plain_canonical_url(url) == _full_canonical_url(url)
+
+
+def test_plain_url_path_agrees_with_w3lib_on_the_corpus_links():
+    """Every entry link in the shared feed corpus and the UCI sample: short path == full path
+    wherever the short path answers."""
+    import json
+    import re
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not data.is_dir():
+        pytest.skip(f"{data} not found (the shared data set is not on this machine)")
+    links = set()
+    for f in (data / "feeds").rglob("*"):
+        if f.is_file():
+            text = f.read_bytes().decode("utf-8", "replace")
+            links.update(re.findall(r"https?://[^\s\"'<>]+", text))
+    sample = data / "uci-news-aggregator-sample.jsonl"
+    if sample.exists():
+        with sample.open() as fh:
+            links.update(json.loads(line)["url"] for line in fh)
+    taken = 0
+    for url in links:
+        plain = _plain_canonical_url(url)
+        if plain is not None:
+            taken += 1
+            assert plain == _full_canonical_url(url), url
+    assert taken > len(links) // 2  # the short path is the common one here too
