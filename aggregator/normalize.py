@@ -167,7 +167,6 @@ def _full_canonical_url(url: str) -> str | None:
     return urlunsplit((scheme, netloc, parts.path or "/", query, ""))
 
 
-_WS = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
 _BLOCK_TAG = re.compile(
     r"<(?=/?(?:p|div|br|li|ul|ol|h[1-6]|tr|td|th|table|blockquote|section|article|header|"
@@ -180,7 +179,9 @@ _DROP_TAGS = ["script", "style", "noscript", "template", "iframe", "object", "sv
 def clean_text(text: str) -> str:
     """Drop control characters and fold whitespace to single spaces."""
     text = _CONTROL.sub("", text)
-    return _WS.sub(" ", text).strip()
+    # str.split() splits where the regex \s matches (tests check every code point), and
+    # joining is 4x faster than substituting a space for each of a summary's spaces
+    return " ".join(text.split())
 
 
 def html_to_text(html: str | None) -> str:

@@ -9,6 +9,7 @@ from aggregator.normalize import (
     _full_canonical_url,
     _plain_canonical_url,
     canonical_url,
+    clean_text,
     entry_key,
     feed_url,
     html_to_text,
@@ -286,3 +287,15 @@ def test_plain_url_path_agrees_with_w3lib_on_the_corpus_links():
             taken += 1
             assert plain == _full_canonical_url(url), url
     assert taken > len(links) // 2  # the short path is the common one here too
+
+
+def test_clean_text_splits_where_the_regex_whitespace_class_matches():
+    # clean_text folds with str.split(); it must treat as space exactly what \s does
+    import re
+    import sys
+
+    ws = re.compile(r"\s")
+    for cp in range(sys.maxunicode + 1):
+        c = chr(cp)
+        assert c.isspace() == (ws.match(c) is not None), hex(cp)
+    assert clean_text("  a \t\n b\u00a0c\u2003 d\x00e\x1f ") == "a b c de"
