@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import pickle
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -90,7 +92,18 @@ class Aggregator:
         return cls(store, settings, clock)
 
     def close(self) -> None:
-        self.store.close()
+        """Keep the clusterer for the next process (a snapshot next to the store; see
+        clustering.py), then close the store. A snapshot that cannot be written is skipped:
+        the next process rebuilds the clusterer from the store instead."""
+        try:
+            self.clustering.save(self.store)
+        except (OSError, pickle.PicklingError, RecursionError) as e:
+            print(
+                f"aggregator: clustering snapshot not written ({e}); nothing is lost",
+                file=sys.stderr,
+            )
+        finally:
+            self.store.close()
 
     def __enter__(self) -> Aggregator:
         return self

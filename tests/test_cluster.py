@@ -265,3 +265,63 @@ def test_a_token_too_common_to_look_up_leaves_the_index_and_comes_back_when_rare
     assert [st.id for st in c.postings["zanzibar"]] == [first.story_id]  # indexed again
     again = c.add(item(51, "Ferry capsizes off Zanzibar, Stone Town harbour", T0))
     assert again.story_id == first.story_id
+
+
+def synthetic_stream(n: int, seed: int = 7) -> list[Item]:
+    """Entries about a few hundred made-up events over five days: shared words, summaries,
+    years and figures, repeated links; enough to merge stories, evict them and cap the index."""
+    import random
+
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(3000)]
+    events = [
+        (rng.sample(vocab, 6), rng.choice(["2017", "2018", ""]), rng.choice(["6.8", "5.1", ""]))
+        for _ in range(300)
+    ]
+    out = []
+    for i in range(n):
+        e = (i * 7 + rng.randrange(40)) % len(events)
+        words_, year, figure = events[e]
+        title = " ".join(rng.sample(words_, 4) + rng.sample(vocab, 2) + [year, figure])
+        summary = " ".join(rng.sample(words_, 3) + rng.sample(vocab, 12))
+        t = T0 + timedelta(minutes=2 * i + rng.randrange(90))
+        url = f"https://o{i % 9}.example/{e}" if i % 5 == 0 else None
+        out.append(Item(i, f"o{i % 9}", url, title, summary, t))
+    return out
+
+
+def test_a_dumped_and_loaded_clusterer_goes_on_exactly_as_the_original():
+    import io
+
+    # a short window, a small index cap and a low merge threshold: the first half evicts
+    # stories, drops tokens from the index and merges stories, so all of it is in the dump
+    settings = ClusterSettings(window_hours=12, max_postings=3, merge_threshold=0.1)
+    items = synthetic_stream(5000)
+    half = len(items) // 2
+    original = Clusterer(settings)
+    first = original.add_many(items[:half])
+    assert original.merged_into and len(original.stories) < len({a.story_id for a in first})
+    assert any(tok not in original.postings for tok in original.sf)
+    buf = io.BytesIO()
+    original.dump(buf, chunk=100)  # several chunks of stories and of the index
+    buf.seek(0)
+    loaded = Clusterer.load(buf, settings)
+    assert loaded.stories.keys() == original.stories.keys()
+    assert {t: [s.id for s in p] for t, p in loaded.postings.items()} == {
+        t: [s.id for s in p if not s.evicted] for t, p in original.postings.items()
+    }
+    # the rest of the stream: same assignments, scores and reasons, one by one
+    assert loaded.add_many(items[half:]) == original.add_many(items[half:])
+    assert loaded.stories.keys() == original.stories.keys()
+
+
+def test_loading_a_truncated_dump_fails_loudly():
+    import io
+    import pickle
+
+    c = Clusterer()
+    c.add_many(synthetic_stream(300))
+    buf = io.BytesIO()
+    c.dump(buf, chunk=50)
+    with pytest.raises((EOFError, pickle.UnpicklingError, ValueError)):
+        Clusterer.load(io.BytesIO(buf.getvalue()[: len(buf.getvalue()) // 2]), ClusterSettings())

@@ -247,3 +247,96 @@ def test_cli_stories_story_explain_and_corrections(setup, db_target):
     assert "merged story" in run("story", "merge", str(quake["id"]), str(other)).stdout
     merged = json.loads(run("story", str(quake["id"]), "--format", "json").stdout)
     assert any(m["title"].startswith("Rotterdam") for m in merged)
+
+
+# -- the clusterer carried between processes (SQLite: a snapshot next to the store) -------------
+
+
+def _open(server_outlets, db, clock, add=False):
+    agg = Aggregator.open(db=db, clock=lambda: clock["now"])
+    if add:
+        for url in server_outlets.urls.values():
+            agg.add_feed(url, check=False)
+    return agg
+
+
+def test_the_next_process_reads_the_clusterer_instead_of_rebuilding_it(server, tmp_path):
+    outlets, db, clock = (
+        Outlets(server),
+        str(tmp_path / "s.sqlite"),
+        {"now": T + timedelta(hours=6)},
+    )
+    agg = _open(outlets, db, clock, add=True)
+    outlets.publish(ROUND1)
+    agg.update()
+    agg.close()  # writes the snapshot
+    snapshot = tmp_path / "s.sqlite.clusterer"
+    assert snapshot.stat().st_size > 0
+    written = snapshot.stat().st_mtime_ns
+
+    agg = _open(outlets, db, clock)
+    assert agg.update().clustered == 0  # nothing new: the snapshot is not even read
+    assert agg.clustering.restored == 0
+    agg.close()
+    assert snapshot.stat().st_mtime_ns == written  # nothing changed: not written again
+
+    agg = _open(outlets, db, clock)
+    outlets.publish(ROUND2)
+    clock["now"] = T + timedelta(days=3)
+    assert agg.update().clustered == len(ROUND2)
+    assert agg.clustering.restored == 1  # read, not rebuilt
+    assert grouping(agg) == expected(ROUND1 + ROUND2)
+    agg.close()
+
+
+def test_a_snapshot_older_than_the_stories_is_not_used(server, tmp_path):
+    outlets, db, clock = (
+        Outlets(server),
+        str(tmp_path / "s.sqlite"),
+        {"now": T + timedelta(hours=6)},
+    )
+    agg = _open(outlets, db, clock, add=True)
+    outlets.publish(ROUND1)
+    agg.update()
+    agg.close()
+    # a correction in another process, which does not cluster and so writes no snapshot
+    agg = _open(outlets, db, clock)
+    stories = {s.title[:8]: s for s in agg.stories(limit=100)}
+    agg.merge_stories(stories["Rotterda"].id, stories["Local ba"].id)
+    agg.close()
+
+    agg = _open(outlets, db, clock)
+    outlets.publish(ROUND2)
+    clock["now"] = T + timedelta(days=3)
+    agg.update()
+    assert agg.clustering.restored == 0  # rebuilt from the store: the merge holds
+    assert len(agg.story(stories["Rotterda"].id).members) == 3
+    agg.close()
+
+
+def test_a_damaged_snapshot_is_ignored(server, tmp_path):
+    outlets, db, clock = (
+        Outlets(server),
+        str(tmp_path / "s.sqlite"),
+        {"now": T + timedelta(hours=6)},
+    )
+    agg = _open(outlets, db, clock, add=True)
+    outlets.publish(ROUND1)
+    agg.update()
+    agg.close()
+    snapshot = tmp_path / "s.sqlite.clusterer"
+    snapshot.write_bytes(snapshot.read_bytes()[:-40])  # cut short, as by a full disk
+
+    agg = _open(outlets, db, clock)
+    outlets.publish(ROUND2)
+    clock["now"] = T + timedelta(days=3)
+    assert agg.update().clustered == len(ROUND2)
+    assert agg.clustering.restored == 0
+    assert grouping(agg) == expected(ROUND1 + ROUND2)
+    agg.close()
+    assert snapshot.stat().st_size > 0  # and replaced by a whole one
+    agg = _open(outlets, db, clock)
+    outlets.publish([("courier", "ecb", "Euro zone: ECB holds rates at 3.25%", 355)])
+    agg.update()
+    assert agg.clustering.restored == 1
+    agg.close()

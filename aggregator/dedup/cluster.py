@@ -38,6 +38,8 @@ from __future__ import annotations
 import gc
 import math
 import operator
+import pickle
+import sys
 from array import array
 from collections import defaultdict
 from collections.abc import Iterable
@@ -208,6 +210,38 @@ class StoryState:
     core_weights: tuple[int, tuple, float] | None = None  # (epoch, (tokens, weights), sum)
     evicted: bool = False  # left the window; posting lists drop it lazily
 
+    # Pickling (Clusterer.dump): token weights come back with equal floats shared (a story's
+    # weights take few distinct values; a float object each took 40 MB more for 50,000
+    # entries) and token strings interned (shared with every other story's).
+    def __getstate__(self):
+        state = [getattr(self, name) for name in _STORY_FIELDS]
+        if self.core is self.tokens:
+            state[_CORE] = True
+        return state
+
+    def __setstate__(self, state) -> None:
+        if len(_FLOATS) > 65_536:
+            _FLOATS.clear()
+        canon, intern = _FLOATS.setdefault, sys.intern
+        state[_TOKENS] = tokens = {intern(k): canon(v, v) for k, v in state[_TOKENS].items()}
+        core = state[_CORE]
+        if core is True:
+            state[_CORE] = tokens
+        elif core is not None:
+            state[_CORE] = {intern(k): canon(v, v) for k, v in core.items()}
+        cw = state[_CORE_WEIGHTS]
+        if cw is not None:
+            state[_CORE_WEIGHTS] = (cw[0], (tuple(map(intern, cw[1][0])), cw[1][1]), cw[2])
+        for name, value in zip(_STORY_FIELDS, state, strict=True):
+            setattr(self, name, value)
+
+
+_STORY_FIELDS = tuple(f for f in StoryState.__slots__)
+_TOKENS = _STORY_FIELDS.index("tokens")
+_CORE = _STORY_FIELDS.index("core")
+_CORE_WEIGHTS = _STORY_FIELDS.index("core_weights")
+_FLOATS: dict[float, float] = {}  # shared float objects for unpickled weights
+
 
 class Clusterer:
     def __init__(self, settings: ClusterSettings | None = None, first_story_id: int = 1):
@@ -269,6 +303,79 @@ class Clusterer:
             if story_ids is None:
                 return [self.add(item) for item in items]
             return [self.add(item, sid) for item, sid in zip(items, story_ids, strict=True)]
+
+    # -- a snapshot between processes ------------------------------------------------------------
+
+    _SCALARS = (
+        "next_id",
+        "_adds",
+        "_horizon",
+        "_n_log",
+        "_docs_log",
+        "docs",
+        "_epoch",
+        "_next_epoch",
+    )
+
+    def dump(self, f, chunk: int = 4096) -> None:
+        """Write the state to the binary file ``f`` (see ``load``): the counters, then the
+        active stories in pickles of ``chunk``, so that neither writing nor reading holds
+        more than one chunk's temporary objects, then the index as story ids, in its order
+        (the order breaks ties between candidates: a loaded clusterer goes on exactly as this
+        one would). The URL map is not written: ``load`` derives it from the stories."""
+        head = {name: getattr(self, name) for name in self._SCALARS}
+        head.update(
+            df=dict(self.df),
+            sf=dict(self.sf),
+            idf=self._idf,
+            blocked=self.blocked,
+            merged_into=self.merged_into,
+            stories=len(self.stories),
+            postings=len(self.postings),
+        )
+        pickle.dump(head, f, protocol=pickle.HIGHEST_PROTOCOL)
+        stories = list(self.stories.values())
+        for i in range(0, len(stories), chunk):
+            part = [st.__getstate__() for st in stories[i : i + chunk]]
+            pickle.dump(part, f, protocol=pickle.HIGHEST_PROTOCOL)
+        index = list(self.postings.items())
+        for i in range(0, len(index), 4 * chunk):
+            part = [
+                (tok, array("q", [st.id for st in posting if not st.evicted]))
+                for tok, posting in index[i : i + 4 * chunk]
+            ]
+            pickle.dump(part, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def load(cls, f, settings: ClusterSettings) -> Clusterer:
+        """A clusterer from what ``dump`` wrote. Raises on a truncated or foreign file
+        (pickle errors, EOFError, ValueError)."""
+        head = pickle.load(f)
+        c = cls(settings)
+        for name in cls._SCALARS:
+            setattr(c, name, head[name])
+        intern = sys.intern
+        c.df.update((intern(k), v) for k, v in head["df"].items())
+        c.sf.update((intern(k), v) for k, v in head["sf"].items())
+        c._idf = {intern(k): v for k, v in head["idf"].items()}
+        c.blocked, c.merged_into = head["blocked"], head["merged_into"]
+        stories = c.stories
+        while len(stories) < head["stories"]:
+            for state in pickle.load(f):
+                st = StoryState.__new__(StoryState)
+                st.__setstate__(state)
+                stories[st.id] = st
+        postings = c.postings
+        while len(postings) < head["postings"]:
+            for tok, ids in pickle.load(f):
+                postings[intern(tok)] = [stories[i] for i in ids]
+        if len(stories) != head["stories"] or len(postings) != head["postings"]:
+            raise ValueError("the snapshot's stories or index do not add up")
+        url_story = c.url_story
+        for st in stories.values():
+            for url in st.urls:
+                url_story.setdefault(url, st.id)
+        return c
 
     def resolve(self, story_id: int) -> int:
         """The story a (possibly merged-away) story id now lives in."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from ..models import (
@@ -94,6 +95,16 @@ class Store(Protocol):
     def story_blocks(self) -> list[tuple[int, int]]: ...
     def next_story_id(self) -> int: ...
     def cluster_generation(self) -> int: ...
+    def cluster_fingerprint(self) -> tuple:
+        """Changes whenever the stored stories change: entries placed, merged, moved,
+        removed, or a correction made (``cluster_generation``)."""
+        ...
+
+    def cluster_snapshot_path(self) -> Path | None:
+        """Where the clustering stage may keep a snapshot of its clusterer between processes
+        (a cache: never needed, checked against ``cluster_fingerprint``), or None."""
+        ...
+
     def apply_clustering(
         self,
         assignments: Iterable[tuple[int, int, float, str]],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 
 from ..errors import ClusterConflictError, NotFoundError
 from ..models import ClusterItem, Story, StoryDetail, StoryMember
@@ -74,6 +75,18 @@ class StoryStoreMixin:
     def cluster_generation(self) -> int:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'cluster_generation'").fetchone()
         return int(row[0]) if row else 0
+
+    def cluster_fingerprint(self) -> tuple:
+        # over the clustered entries (a scan of a partial index): a new placement raises the
+        # count, a merge or a move changes the sum of story ids, a removal lowers the count
+        row = self.db.execute(
+            "SELECT count(*), coalesce(max(id), 0), coalesce(sum(story_id), 0),"
+            " coalesce(sum(id), 0) FROM entries WHERE story_id IS NOT NULL"
+        ).fetchone()
+        return (self.cluster_generation(), *(int(v) for v in row))
+
+    def cluster_snapshot_path(self) -> Path | None:
+        return None
 
     # -- clustering output ------------------------------------------------------------------------
 

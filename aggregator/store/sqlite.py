@@ -65,6 +65,11 @@ class SQLiteStore(SearchMixin, SQLStore):
     def close(self) -> None:
         self.db.close()
 
+    def cluster_snapshot_path(self) -> Path | None:
+        if self.readonly or str(self.path) == ":memory:":
+            return None
+        return self.path.with_name(self.path.name + ".clusterer")
+
     @contextmanager
     def _write(self):
         try:
