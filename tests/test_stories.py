@@ -252,91 +252,74 @@ def test_cli_stories_story_explain_and_corrections(setup, db_target):
 # -- the clusterer carried between processes (SQLite: a snapshot next to the store) -------------
 
 
-def _open(server_outlets, db, clock, add=False):
-    agg = Aggregator.open(db=db, clock=lambda: clock["now"])
-    if add:
-        for url in server_outlets.urls.values():
+class Processes:
+    """One store file, opened by one process after another (an Aggregator each)."""
+
+    def __init__(self, server, tmp_path):
+        self.outlets, self.db = Outlets(server), str(tmp_path / "s.sqlite")
+        self.snapshot = tmp_path / "s.sqlite.clusterer"
+        self.clock = {"now": T + timedelta(hours=6)}
+        agg = self.open()
+        for url in self.outlets.urls.values():
             agg.add_feed(url, check=False)
-    return agg
+        self.outlets.publish(ROUND1)
+        agg.update()
+        agg.close()  # writes the snapshot
+
+    def open(self) -> Aggregator:
+        return Aggregator.open(db=self.db, clock=lambda: self.clock["now"])
+
+    def second_round(self) -> Aggregator:
+        """A new process: the next day's reports, one update; returns it still open."""
+        agg = self.open()
+        self.outlets.publish(ROUND2)
+        self.clock["now"] = T + timedelta(days=3)
+        assert agg.update().clustered == len(ROUND2)
+        return agg
 
 
 def test_the_next_process_reads_the_clusterer_instead_of_rebuilding_it(server, tmp_path):
-    outlets, db, clock = (
-        Outlets(server),
-        str(tmp_path / "s.sqlite"),
-        {"now": T + timedelta(hours=6)},
-    )
-    agg = _open(outlets, db, clock, add=True)
-    outlets.publish(ROUND1)
-    agg.update()
-    agg.close()  # writes the snapshot
-    snapshot = tmp_path / "s.sqlite.clusterer"
-    assert snapshot.stat().st_size > 0
-    written = snapshot.stat().st_mtime_ns
+    p = Processes(server, tmp_path)
+    assert p.snapshot.stat().st_size > 0
+    written = p.snapshot.stat().st_mtime_ns
 
-    agg = _open(outlets, db, clock)
+    agg = p.open()
     assert agg.update().clustered == 0  # nothing new: the snapshot is not even read
     assert agg.clustering.restored == 0
     agg.close()
-    assert snapshot.stat().st_mtime_ns == written  # nothing changed: not written again
+    assert p.snapshot.stat().st_mtime_ns == written  # nothing changed: not written again
 
-    agg = _open(outlets, db, clock)
-    outlets.publish(ROUND2)
-    clock["now"] = T + timedelta(days=3)
-    assert agg.update().clustered == len(ROUND2)
+    agg = p.second_round()
     assert agg.clustering.restored == 1  # read, not rebuilt
     assert grouping(agg) == expected(ROUND1 + ROUND2)
     agg.close()
 
 
 def test_a_snapshot_older_than_the_stories_is_not_used(server, tmp_path):
-    outlets, db, clock = (
-        Outlets(server),
-        str(tmp_path / "s.sqlite"),
-        {"now": T + timedelta(hours=6)},
-    )
-    agg = _open(outlets, db, clock, add=True)
-    outlets.publish(ROUND1)
-    agg.update()
-    agg.close()
+    p = Processes(server, tmp_path)
     # a correction in another process, which does not cluster and so writes no snapshot
-    agg = _open(outlets, db, clock)
+    agg = p.open()
     stories = {s.title[:8]: s for s in agg.stories(limit=100)}
     agg.merge_stories(stories["Rotterda"].id, stories["Local ba"].id)
     agg.close()
 
-    agg = _open(outlets, db, clock)
-    outlets.publish(ROUND2)
-    clock["now"] = T + timedelta(days=3)
-    agg.update()
+    agg = p.second_round()
     assert agg.clustering.restored == 0  # rebuilt from the store: the merge holds
     assert len(agg.story(stories["Rotterda"].id).members) == 3
     agg.close()
 
 
 def test_a_damaged_snapshot_is_ignored(server, tmp_path):
-    outlets, db, clock = (
-        Outlets(server),
-        str(tmp_path / "s.sqlite"),
-        {"now": T + timedelta(hours=6)},
-    )
-    agg = _open(outlets, db, clock, add=True)
-    outlets.publish(ROUND1)
-    agg.update()
-    agg.close()
-    snapshot = tmp_path / "s.sqlite.clusterer"
-    snapshot.write_bytes(snapshot.read_bytes()[:-40])  # cut short, as by a full disk
+    p = Processes(server, tmp_path)
+    p.snapshot.write_bytes(p.snapshot.read_bytes()[:-40])  # cut short, as by a full disk
 
-    agg = _open(outlets, db, clock)
-    outlets.publish(ROUND2)
-    clock["now"] = T + timedelta(days=3)
-    assert agg.update().clustered == len(ROUND2)
+    agg = p.second_round()
     assert agg.clustering.restored == 0
     assert grouping(agg) == expected(ROUND1 + ROUND2)
     agg.close()
-    assert snapshot.stat().st_size > 0  # and replaced by a whole one
-    agg = _open(outlets, db, clock)
-    outlets.publish([("courier", "ecb", "Euro zone: ECB holds rates at 3.25%", 355)])
+    assert p.snapshot.stat().st_size > 0  # and replaced by a whole one
+    agg = p.open()
+    p.outlets.publish([("courier", "ecb", "Euro zone: ECB holds rates at 3.25%", 355)])
     agg.update()
     assert agg.clustering.restored == 1
     agg.close()
