@@ -236,7 +236,7 @@ class StoryState:
             setattr(self, name, value)
 
 
-_STORY_FIELDS = tuple(f for f in StoryState.__slots__)
+_STORY_FIELDS = tuple(StoryState.__slots__)
 _TOKENS = _STORY_FIELDS.index("tokens")
 _CORE = _STORY_FIELDS.index("core")
 _CORE_WEIGHTS = _STORY_FIELDS.index("core_weights")
