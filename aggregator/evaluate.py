@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .clustering import ClusteringStage
 from .config import Settings
-from .dedup import metrics
+from .dedup import cluster, metrics
 from .errors import AggregatorError
 from .models import RawEntry
 from .normalize import normalize_entry
@@ -144,6 +144,7 @@ def evaluate_rows(rows: list[dict], settings: Settings) -> tuple[dict, dict[str,
         "store_seconds": stored,
         "cluster_seconds": summary.seconds,
         "entries_per_second": len(rows) / summary.seconds if summary.seconds else None,
+        "clusterer": cluster.IMPLEMENTATION,
         "peak_memory_mb": peak_kb / 1024 if sys.platform != "darwin" else peak_kb / 1024 / 1024,
     }
     return report, story_of
@@ -181,7 +182,7 @@ def report_text(r: dict) -> str:
             f"NMI                {r['nmi']:.4f}",
             f"ARI                {r['ari']:.4f}",
             f"speed              {eps:,.0f} entries/s clustering ({r['cluster_seconds']:.2f} s); "
-            f"store {r['store_seconds']:.2f} s"
+            f"store {r['store_seconds']:.2f} s; {r['clusterer']} clusterer"
             if eps
             else "speed              -",
             f"peak memory        {r['peak_memory_mb']:.0f} MB (process RSS)",

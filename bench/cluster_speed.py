@@ -28,7 +28,7 @@ def run_one(n: int, days: float | None, name_syllables: int = 4) -> dict:
     from gen_entries import generate
 
     from aggregator.dedup import metrics
-    from aggregator.dedup.cluster import Clusterer, Item
+    from aggregator.dedup.cluster import IMPLEMENTATION, Clusterer, Item
 
     buf = io.StringIO()
     generate(n, days or max(1.0, n / 30_000), 1, buf, name_syllables)
@@ -56,6 +56,7 @@ def run_one(n: int, days: float | None, name_syllables: int = 4) -> dict:
     bp, br, bf = metrics.bcubed(gold, pred)
     return {
         "entries": n,
+        "clusterer": IMPLEMENTATION,
         "name_syllables": name_syllables,
         "cpu_seconds": round(cpu, 2),
         "wall_seconds": round(wall, 2),
@@ -95,7 +96,7 @@ def main() -> None:
         print(
             f"{r['entries']:>9,} entries  {r['entries_per_cpu_second']:>7,}/s CPU  "
             f"peak RSS {r['peak_rss_mb']:>5} MB  stories {r['stories']:,} (gold {r['gold_stories']:,})  "
-            f"B3 F1 {r['bcubed']['f1']}",
+            f"B3 F1 {r['bcubed']['f1']}  ({r['clusterer']})",
             flush=True,
         )
     print(json.dumps(results, indent=2))

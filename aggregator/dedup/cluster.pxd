@@ -1,0 +1,61 @@
+# C types for the compiled build of cluster.py (see setup.py). The pure module ignores this file.
+# Every attribute the classes below set must be declared here: a compiled class has no __dict__
+# (tests/test_compiled.py runs the same stream through both builds).
+cimport cython
+
+
+cdef class StoryState:
+    cdef public object id
+    cdef public double first
+    cdef public double last
+    cdef public Py_ssize_t n
+    cdef public dict tokens
+    cdef public object years
+    cdef public object decimals
+    cdef public str title_key
+    cdef public list urls
+    cdef public object core
+    cdef public Py_ssize_t core_n
+    cdef public object core_weights
+    cdef public bint evicted
+
+
+cdef class Clusterer:
+    cdef public object s
+    cdef public dict stories
+    cdef public dict postings
+    cdef public Py_ssize_t _index_cap
+    cdef public object df
+    cdef public object sf
+    cdef public object _stale
+    cdef public dict url_story
+    cdef public dict merged_into
+    cdef public set blocked
+    cdef public object next_id
+    cdef public double _window
+    cdef public Py_ssize_t _adds
+    cdef public double _horizon
+    cdef public dict _idf
+    cdef public double _n_log
+    cdef public double _docs_log
+    cdef public Py_ssize_t docs
+    cdef public Py_ssize_t _epoch
+    cdef public Py_ssize_t _next_epoch
+    cdef public double _lift
+
+    @cython.locals(total=double, w=double, unseen=double, fw=double)
+    cpdef tuple _weights(self, f)
+
+    @cython.locals(total=double, kappa=double, skipped=double, w=double, share=double, a=double,
+                   bound=double, floor=double, exact=double, best_score=double, score=double,
+                   lookups=Py_ssize_t, max_post=Py_ssize_t, max_lookups=Py_ssize_t, st=StoryState, n=Py_ssize_t)
+    cpdef tuple _best_story(self, f, double t)
+
+    @cython.locals(core_hit=double, core=double, score=double, ratio=double, gap_h=double,
+                   core_w=double, w=double)
+    cpdef tuple _verify(self, StoryState st, f, dict weights, double coverage, double t)
+
+    @cython.locals(total=double, w=double, share=double)
+    cpdef tuple _core_weights(self, StoryState st)
+
+    cpdef _join(self, StoryState st, item, f, double t)

@@ -1,0 +1,111 @@
+"""The compiled clusterer (setup.py builds it from cluster.py with the types of cluster.pxd) gives
+the very stories of the pure module, and is never used when it was built from another source.
+
+CI sets AGGREGATOR_REQUIRE_COMPILED=1: there the build must be present and in use. Elsewhere
+(no C compiler at install time) the tests that need it skip and say why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aggregator.dedup import cluster
+from aggregator.dedup.cluster import ClusterSettings
+
+from .test_cluster import synthetic_stream
+
+REQUIRED = os.environ.get("AGGREGATOR_REQUIRE_COMPILED") == "1"
+PACKAGE = Path(cluster.__file__).resolve().parents[2] / "aggregator"
+
+
+def need_compiled() -> None:
+    if cluster.IMPLEMENTATION != "compiled":
+        if REQUIRED:
+            pytest.fail(f"the compiled clusterer is required here but not used: {cluster.WHY_PURE}")
+        pytest.skip(f"the compiled clusterer is not in use: {cluster.WHY_PURE}")
+
+
+def pure_module():
+    """cluster.py loaded again under another name: the copy keeps its own pure definitions."""
+    name = "aggregator.dedup._pure_cluster_for_tests"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, cluster.__file__)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_compiled_build_is_in_use():
+    need_compiled()
+    assert type(cluster.Clusterer.add).__name__ != "function"  # a C method, not Python
+    assert cluster.Clusterer.__module__ == "aggregator.dedup._ccluster"
+    assert cluster.StoryState.__module__ == "aggregator.dedup._ccluster"
+    assert cluster._source_digest() == sys.modules[cluster.Clusterer.__module__].SOURCE_DIGEST
+
+
+def test_pure_and_compiled_place_every_entry_alike_and_read_each_others_dumps():
+    need_compiled()
+    pure = pure_module()
+    assert pure.IMPLEMENTATION == "pure Python"
+    assert type(pure.Clusterer.add).__name__ == "function"
+    # the settings of the snapshot test: evictions, index caps and merges all happen
+    kw = {"window_hours": 12, "max_postings": 3, "merge_threshold": 0.1}
+    items = synthetic_stream(4000)
+    half = len(items) // 2
+    fast, slow = (
+        cluster.Clusterer(ClusterSettings(**kw)),
+        pure.Clusterer(pure.ClusterSettings(**kw)),
+    )
+    first = fast.add_many(items[:half])
+    assert [tuple(a) for a in first] == [tuple(a) for a in slow.add_many(items[:half])]
+    assert fast.merged_into == slow.merged_into and fast.merged_into
+    assert {a.reason.split(":")[0] for a in first} >= {"new", "same-url", "similar"}
+    # a dump of either build goes on in the other exactly as in itself
+    for writer, reader in ((fast, pure), (slow, cluster)):
+        buf = io.BytesIO()
+        writer.dump(buf)
+        buf.seek(0)
+        loaded = reader.Clusterer.load(buf, reader.ClusterSettings(**kw))
+        assert type(loaded).__module__ == reader.Clusterer.__module__
+        assert [tuple(a) for a in loaded.add_many(items[half:])] == [
+            tuple(a) for a in writer.add_many(items[half:])
+        ]
+
+
+def _implementation_in(package: Path, env_extra: dict[str, str] | None = None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "AGGREGATOR_PURE_PYTHON"}
+    env.update(PYTHONPATH=str(package.parent), **(env_extra or {}))
+    code = "from aggregator.dedup import cluster as c; print(c.IMPLEMENTATION, '|', c.WHY_PURE)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=package.parent, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_an_edited_source_is_never_shadowed_by_an_old_build(tmp_path):
+    need_compiled()
+    copy = tmp_path / "aggregator"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert _implementation_in(copy).startswith("compiled")
+    with open(copy / "dedup" / "cluster.py", "a", encoding="utf-8") as f:
+        f.write("\n# an edit after the build\n")
+    assert _implementation_in(copy) == (
+        "pure Python | built from another version of cluster.py (reinstall to rebuild it)"
+    )
+
+
+def test_the_pure_module_can_be_asked_for():
+    need_compiled()
+    out = _implementation_in(PACKAGE, {"AGGREGATOR_PURE_PYTHON": "1"})
+    assert out == "pure Python | AGGREGATOR_PURE_PYTHON=1"
