@@ -3,7 +3,7 @@
 ``aggregator/dedup/cluster.py`` is the clusterer's only source. When Cython is there (it is in
 [build-system].requires, so a normal ``pip install`` has it), this compiles a copy of that file,
 with the C types of ``cluster.pxd``, as the extension module ``aggregator.dedup._ccluster``:
-about 1.3x the entries per second of the pure module, the same stories (tests/test_compiled.py).
+about 1.2x the entries per second of the pure module, the same stories (tests/test_compiled.py).
 The copy carries the digest of the two files it was built from, and ``cluster.py`` uses it only
 while those files are unchanged, so an edited source is never shadowed by an old build.
 
