@@ -51,17 +51,16 @@ def compiled_extensions() -> list[Extension]:
         path = out / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8")
-    ext = Extension(
-        "aggregator.dedup._ccluster",
-        [str((out / "_ccluster.py").relative_to(HERE))],
-        optional=True,  # a failed C build leaves the pure module, it does not fail the install
-    )
-    return cythonize(
+    ext = Extension("aggregator.dedup._ccluster", [str((out / "_ccluster.py").relative_to(HERE))])
+    built = cythonize(
         [ext],
         language_level=3,
         compiler_directives={"annotation_typing": False},  # the types are in cluster.pxd
         quiet=True,
     )
+    for e in built:  # (cythonize does not carry this over from the template)
+        e.optional = True  # a failed C build leaves the pure module, it does not fail the install
+    return built
 
 
 setup(ext_modules=compiled_extensions())
