@@ -109,3 +109,35 @@ def test_the_pure_module_can_be_asked_for():
     need_compiled()
     out = _implementation_in(PACKAGE, {"AGGREGATOR_PURE_PYTHON": "1"})
     assert out == "pure Python | AGGREGATOR_PURE_PYTHON=1"
+
+
+@pytest.mark.slow
+def test_an_install_without_a_c_compiler_gives_the_pure_clusterer(tmp_path):
+    """pip install on a machine with no C compiler (CC=/bin/false) succeeds, without the build,
+    and the installed package runs the pure module, saying why."""
+    src = tmp_path / "src"
+    root = PACKAGE.parent
+    shutil.copytree(
+        root,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "build", "__pycache__", "*.so", "*.egg-info", "test-artifacts"
+        ),
+    )
+    target = tmp_path / "site"
+    env = dict(os.environ, CC="/bin/false")
+    env.pop("AGGREGATOR_PURE_PYTHON", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target, src],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    installed = target / "aggregator" / "dedup"
+    assert (installed / "cluster.py").exists() and (installed / "cluster.pxd").exists()
+    assert not list(installed.glob("_ccluster*"))
+    assert _implementation_in(target / "aggregator") == (
+        "pure Python | not built (no C compiler or Cython at install time)"
+    )
