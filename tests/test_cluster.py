@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from aggregator.dedup.cluster import Clusterer, ClusterSettings, Item
-from aggregator.dedup.text import features, stem, words
+from aggregator.dedup.text import features, first_words, stem, words
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
@@ -325,3 +328,24 @@ def test_loading_a_truncated_dump_fails_loudly():
     c.dump(buf, chunk=50)
     with pytest.raises((EOFError, pickle.UnpicklingError, ValueError)):
         Clusterer.load(io.BytesIO(buf.getvalue()[: len(buf.getvalue()) // 2]), ClusterSettings())
+
+
+# words of 1 to 40 letters, digits and characters NFKC or lower() change, between separators
+# (apostrophes, a combining accent, punctuation): cuts at 16 characters a word fall anywhere
+_WORD_CHARS = st.sampled_from(list("abz19éEİß\ufb01"))
+_SEPARATORS = st.sampled_from([" ", ", ", "'", "’", ".", " - ", "_", "\u0301 ", "\u00a0", "'s "])
+_TEXTS = st.lists(st.tuples(st.text(_WORD_CHARS, min_size=1, max_size=40), _SEPARATORS)).map(
+    lambda parts: "".join(w + sep for w, sep in parts)
+)
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(_TEXTS, st.integers(0, 12))
+def test_the_first_words_of_a_text_are_those_of_the_whole_text(text, k):
+    assert first_words(text, k) == words(text)[:k]
+
+
+def test_a_long_summary_counts_its_first_words_only():
+    long = " ".join(f"word{i} zeta{i}" for i in range(5000))  # ~70,000 characters
+    f = features("Title", long, summary_tokens=60)
+    assert len(f.weights) == 61 and "zeta29" in f.weights and "word30" not in f.weights

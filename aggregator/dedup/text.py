@@ -66,6 +66,22 @@ def words(text: str) -> list[str]:
     return out
 
 
+def first_words(text: str, k: int) -> list[str]:
+    """``words(text)[:k]`` without tokenizing all of a long text (a full-content summary runs to
+    20,000 characters, of which clustering reads the first ``summary_tokens`` words). A cut text
+    gives the same words as the whole but for the one the cut goes through, its last: so when
+    the cut text holds more than k words, its first k are the whole text's first k."""
+    if k <= 0:
+        return []
+    budget = 16 * k  # characters: a word and its separators are ~7 in English, with room
+    while len(text) > budget:
+        ws = words(text[:budget])
+        if len(ws) > k:
+            return ws[:k]
+        budget *= 4
+    return words(text)[:k]
+
+
 _STEMS: dict[str, str] = {}
 
 
@@ -127,9 +143,8 @@ def features(
         if s:
             weights[s] = 1.0
     if summary:
-        numbers = not summary.isascii() or _DIGIT.search(summary) is not None
-        for w in words(summary)[:summary_tokens]:
-            if numbers and w[0].isdigit() and _YEAR.match(w):
+        for w in first_words(summary, summary_tokens):  # (no scan of all of a long summary)
+            if w[0].isdigit() and _YEAR.match(w):
                 years.add(w)
             s = terms.get(w)
             if s is None:
