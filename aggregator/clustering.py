@@ -63,7 +63,7 @@ def to_item(c: ClusterItem) -> Item:
     )
 
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # 2: token statistics as one string of tokens and arrays
 
 
 def _code_key() -> str | None:
