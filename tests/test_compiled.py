@@ -115,14 +115,12 @@ def test_the_pure_module_can_be_asked_for():
 def test_an_install_without_a_c_compiler_gives_the_pure_clusterer(tmp_path):
     """pip install on a machine with no C compiler (CC=/bin/false) succeeds, without the build,
     and the installed package runs the pure module, saying why."""
-    src = tmp_path / "src"
-    root = PACKAGE.parent
+    src, root = tmp_path / "src", PACKAGE.parent
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(root / name, src / name)
     shutil.copytree(
-        root,
-        src,
-        ignore=shutil.ignore_patterns(
-            ".venv", ".git", "build", "__pycache__", "*.so", "*.egg-info", "test-artifacts"
-        ),
+        PACKAGE, src / "aggregator", ignore=shutil.ignore_patterns("__pycache__", "*.so")
     )
     target = tmp_path / "site"
     env = dict(os.environ, CC="/bin/false")
