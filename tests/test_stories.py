@@ -323,3 +323,26 @@ def test_a_damaged_snapshot_is_ignored(server, tmp_path):
     agg.update()
     assert agg.clustering.restored == 1
     agg.close()
+
+
+def test_every_story_row_agrees_with_its_members_after_rounds_and_corrections(setup):
+    """The stored aggregates (counts, span, representative = earliest member) are recomputed
+    from the entries whenever a story changes: clustering, merge, split."""
+    agg, outlets, clock = setup
+    outlets.publish(ROUND1)
+    agg.update()
+    outlets.publish(ROUND2)
+    clock["now"] = T + timedelta(days=3)
+    agg.update()
+    big = sorted(agg.stories(limit=100), key=lambda s: (-s.entry_count, s.id))
+    agg.merge_stories(big[0].id, big[1].id)
+    members = agg.story(big[0].id).members
+    agg.split_story(big[0].id, [members[0].entry_id, members[-1].entry_id])
+    stories = agg.stories(limit=100)
+    assert sum(s.entry_count for s in stories) == len(ROUND1) + len(ROUND2)
+    for s in stories:
+        ms = agg.story(s.id).members
+        first = min(ms, key=lambda m: (m.published, m.entry_id))
+        assert (s.entry_count, s.source_count) == (len(ms), len({m.feed_id for m in ms}))
+        assert (s.first_seen, s.last_updated) == (first.published, max(m.published for m in ms))
+        assert (s.rep_entry_id, s.title) == (first.entry_id, first.title)

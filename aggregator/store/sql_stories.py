@@ -146,24 +146,22 @@ class StoryStoreMixin:
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
+            # per story, two searches of the entries_story index (a join of two aggregates of
+            # the chunk was planned as a nested scan: 24 ms a chunk vs 9 ms, in a round of
+            # 250,000 entries 9 s of the clustering stage)
             db.execute(
                 f"""
-                WITH agg AS (
-                    SELECT story_id, count(*) AS n, count(DISTINCT feed_id) AS sources,
-                           min(published) AS first, max(published) AS last
-                    FROM entries WHERE story_id IN ({marks}) GROUP BY story_id
-                ), rep AS (
-                    SELECT story_id, id, title, row_number() OVER (
-                        PARTITION BY story_id ORDER BY published, id) AS rank
-                    FROM entries WHERE story_id IN ({marks})
-                )
-                UPDATE stories SET entry_count = agg.n, source_count = agg.sources,
-                    first_seen = agg.first, last_updated = agg.last,
-                    rep_entry_id = rep.id, title = rep.title
-                FROM agg JOIN rep ON rep.story_id = agg.story_id AND rep.rank = 1
-                WHERE stories.id = agg.story_id
+                UPDATE stories SET
+                    (entry_count, source_count, first_seen, last_updated) = (
+                        SELECT count(*), count(DISTINCT feed_id), min(published), max(published)
+                        FROM entries WHERE story_id = stories.id),
+                    (rep_entry_id, title) = (
+                        SELECT id, title FROM entries WHERE story_id = stories.id
+                        ORDER BY published, id LIMIT 1)
+                WHERE id IN ({marks})
+                    AND EXISTS (SELECT 1 FROM entries e WHERE e.story_id = stories.id)
                 """,
-                chunk + chunk,
+                chunk,
             )
             db.execute(
                 f"DELETE FROM stories WHERE id IN ({marks})"
