@@ -24,7 +24,7 @@ DEDUP = HERE / "aggregator" / "dedup"
 
 
 def source_digest() -> str:
-    """Same as cluster._source_digest: the bytes of cluster.py, then of cluster.pxd."""
+    """Same as cluster.source_digest: the bytes of cluster.py, then of cluster.pxd."""
     h = hashlib.blake2b(digest_size=16)
     for name in ("cluster.py", "cluster.pxd"):
         h.update((DEDUP / name).read_bytes())

@@ -27,7 +27,6 @@ leave their new entries to it, and take over when it goes away).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pickle
 import time
@@ -36,7 +35,6 @@ from datetime import datetime, timedelta
 from itertools import islice
 
 from .dedup import cluster as _cluster_code
-from .dedup import text as _text_code
 from .dedup.cluster import Clusterer, ClusterSettings, Item
 from .errors import ClusterConflictError
 from .models import ClusterItem
@@ -68,14 +66,7 @@ SNAPSHOT_FORMAT = 2  # 2: token statistics as one string of tokens and arrays
 
 def _code_key() -> str | None:
     """A digest of the clusterer's source: a snapshot is only read by the code that wrote it."""
-    h = hashlib.blake2b(digest_size=16)
-    try:
-        for module in (_cluster_code, _text_code):
-            with open(module.__file__, "rb") as f:
-                h.update(f.read())
-    except (OSError, TypeError):
-        return None
-    return h.hexdigest()
+    return _cluster_code.source_digest(("cluster.py", "text.py"))
 
 
 def _covers(c: Clusterer, earliest: datetime) -> bool:

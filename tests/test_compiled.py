@@ -50,7 +50,7 @@ def test_the_compiled_build_is_in_use():
     assert type(cluster.Clusterer.add).__name__ != "function"  # a C method, not Python
     assert cluster.Clusterer.__module__ == "aggregator.dedup._ccluster"
     assert cluster.StoryState.__module__ == "aggregator.dedup._ccluster"
-    assert cluster._source_digest() == sys.modules[cluster.Clusterer.__module__].SOURCE_DIGEST
+    assert cluster.source_digest() == sys.modules[cluster.Clusterer.__module__].SOURCE_DIGEST
 
 
 def test_pure_and_compiled_place_every_entry_alike_and_read_each_others_dumps():

@@ -834,12 +834,13 @@ class Clusterer:
 # AGGREGATOR_PURE_PYTHON is not 1. IMPLEMENTATION says which one runs, WHY_PURE why not compiled.
 
 
-def _source_digest() -> str | None:
-    """blake2b of cluster.py, then cluster.pxd (setup.py writes the same into the build)."""
+def source_digest(names: tuple[str, ...] = ("cluster.py", "cluster.pxd")) -> str | None:
+    """blake2b of these files of this folder, in order (by default what the compiled build is
+    made from; setup.py writes the same into it); None when one cannot be read."""
     h = hashlib.blake2b(digest_size=16)
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        for name in ("cluster.py", "cluster.pxd"):
+        for name in names:
             with open(os.path.join(here, name), "rb") as f:
                 h.update(f.read())
     except OSError:
@@ -855,7 +856,7 @@ def _compiled_build():
         from . import _ccluster
     except ImportError:
         return None, "not built (no C compiler or Cython at install time)"
-    if getattr(_ccluster, "SOURCE_DIGEST", None) != _source_digest():
+    if getattr(_ccluster, "SOURCE_DIGEST", None) != source_digest():
         return None, "built from another version of cluster.py (reinstall to rebuild it)"
     return _ccluster, ""
 
