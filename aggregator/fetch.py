@@ -30,6 +30,7 @@ import httpx
 
 from ._version import __version__
 from .config import FetchSettings
+from .http_pool import Transport
 from .models import FetchRequest, FetchResult, Outcome
 
 USER_AGENT = f"aggregator/{__version__} (news-feed aggregator; +python-httpx)"
@@ -62,7 +63,7 @@ def make_client(settings: FetchSettings) -> httpx.AsyncClient:
     )
     return httpx.AsyncClient(
         timeout=timeout,
-        limits=limits,
+        transport=Transport(limits=limits),
         follow_redirects=False,
         trust_env=False,
         headers={
@@ -212,6 +213,27 @@ async def refuse_private(url: str) -> str | None:
     return None
 
 
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 1.0
+
+
+async def _drain(resp: httpx.Response) -> None:
+    """Read the body of a response we do not use (a 304's empty one, a redirect's or an error
+    page), at most DRAIN_BYTES for at most DRAIN_SECONDS, so that its connection can serve the
+    next feed. A response closed before its end takes its connection with it: every feed of a
+    host would connect anew. A body that is too long, too slow or broken is left unread: the
+    connection is closed, and the response is still what the status says."""
+    seen = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for chunk in resp.aiter_raw():
+                seen += len(chunk)
+                if seen > DRAIN_BYTES:
+                    return
+    except (TimeoutError, httpx.HTTPError):
+        return
+
+
 async def _exchange(client, req: FetchRequest, settings: FetchSettings, now, result) -> FetchResult:
     url = req.url
     permanent = True
@@ -229,6 +251,8 @@ async def _exchange(client, req: FetchRequest, settings: FetchSettings, now, res
             headers["If-Modified-Since"] = req.last_modified
         async with client.stream("GET", url, headers=headers) as resp:
             status = resp.status_code
+            if not 200 <= status < 300:
+                await _drain(resp)
             if status in REDIRECTS:
                 location = resp.headers.get("location")
                 if not location:

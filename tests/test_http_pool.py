@@ -1,0 +1,212 @@
+"""The keep-alive pool (aggregator.http_pool) against a real HTTP/1.1 server on 127.0.0.1 that
+counts the connections it accepts and can misbehave the way servers do with idle connections."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from aggregator.config import FetchSettings
+from aggregator.fetch import fetch_feed, make_client
+from aggregator.http_pool import Transport
+from aggregator.models import FetchRequest, Outcome
+
+from .conftest import NOW, rss, simple_items
+
+FEED = rss("Outlet", simple_items(3)).encode()
+FAST = FetchSettings(
+    connect_timeout=2, read_timeout=2, total_timeout=5, max_body_bytes=64 * 1024, concurrency=8
+)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive unless a response says otherwise
+
+    def setup(self):
+        super().setup()
+        self.served = 0
+        with self.server.lock:
+            self.server.connections += 1
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.served += 1
+        path = self.path
+        if path.startswith("/304"):
+            self.send_response(304)
+            self.send_header("ETag", '"v1"')
+            self.end_headers()
+        elif path.startswith("/feed"):
+            self._send(200, FEED)
+        elif path.startswith("/close-after"):
+            # answers, then drops the connection without saying so (an idle timeout)
+            self._send(200, FEED)
+            self.close_connection = True
+        elif path.startswith("/drop-second"):
+            # answers the first request of a connection; drops the connection on the next
+            # one without a word, as a server does when its idle timeout races our request
+            if self.served > 1:
+                self.close_connection = True
+                return
+            self._send(200, FEED)
+        elif path.startswith("/drop-always"):
+            self.close_connection = True
+        elif path.startswith("/big"):
+            self._send(200, b"<rss>" + b"x" * 200_000 + b"</rss>")
+        elif path.startswith("/error-page"):
+            self._send(500, b"<html>" + b"oops " * 1000 + b"</html>")
+        else:
+            self._send(404, b"no")
+
+    def _send(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/rss+xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class CountingServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.lock = threading.Lock()
+        self.connections = 0
+
+    def handle_error(self, request, client_address):
+        pass  # clients that close mid-body are part of these tests
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+@pytest.fixture
+def counting():
+    servers = []
+
+    def start() -> CountingServer:
+        srv = CountingServer()
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+@dataclasses.dataclass
+class Stats:
+    opened: int  # connections the pool opened
+    idle: int  # connections kept open once the fetches were done
+
+
+def run_fetches(urls, settings=FAST, etag=None, concurrency=None):
+    """fetch_feed over ``urls`` with one client, at most ``concurrency`` at once."""
+
+    async def go():
+        limit = asyncio.Semaphore(concurrency or settings.concurrency)
+        async with make_client(settings) as client:
+
+            async def one(i, url):
+                async with limit:
+                    return await fetch_feed(client, FetchRequest(i, url, etag=etag), settings, NOW)
+
+            results = await asyncio.gather(*(one(i, u) for i, u in enumerate(urls)))
+            pool = client._transport.pool
+            return results, Stats(pool.opened, pool.idle)
+
+    return asyncio.run(go())
+
+
+def test_conditional_gets_reuse_connections(counting):
+    srv = counting()
+    results, pool = run_fetches([srv.url(f"/304/{i}") for i in range(200)], etag='"v1"')
+    assert {r.outcome for r in results} == {Outcome.NOT_MODIFIED}
+    # 200 feeds of one host at 8 at once: 8 connections at most, not one per feed
+    assert srv.connections <= FAST.concurrency
+    assert pool.opened == srv.connections
+
+
+def test_redirects_and_error_pages_keep_the_connection(counting):
+    srv = counting()
+    results, _ = run_fetches([srv.url("/error-page")] * 5, concurrency=1)
+    assert {r.outcome for r in results} == {Outcome.HTTP_ERROR}
+    assert srv.connections == 1
+
+
+def test_server_closing_idle_connections_costs_a_new_connection_not_a_failure(counting):
+    srv = counting()
+    results, _ = run_fetches([srv.url(f"/close-after/{i}") for i in range(20)], concurrency=1)
+    assert {r.outcome for r in results} == {Outcome.OK}
+    assert srv.connections == 20
+
+
+def test_request_dropped_on_a_reused_connection_is_sent_again_once(counting):
+    srv = counting()
+    results, pool = run_fetches([srv.url(f"/drop-second/{i}") for i in range(10)], concurrency=1)
+    assert {r.outcome for r in results} == {Outcome.OK}
+    # each reused connection dropped its request; each retry went out on a new one
+    assert srv.connections == 10 and pool.opened == 10
+
+
+def test_request_dropped_on_a_new_connection_is_not_retried(counting):
+    srv = counting()
+    results, _ = run_fetches([srv.url(f"/drop-always/{i}") for i in range(3)], concurrency=1)
+    assert {r.outcome for r in results} == {Outcome.NETWORK_ERROR}
+    assert srv.connections == 3
+
+
+def test_body_left_unread_closes_its_connection_and_the_next_feed_still_works(counting):
+    srv = counting()
+    small = dataclasses.replace(FAST, max_body_bytes=10_000)
+    results, pool = run_fetches([srv.url("/big"), srv.url("/feed")], settings=small, concurrency=1)
+    assert [r.outcome for r in results] == [Outcome.TOO_LARGE, Outcome.OK]
+    assert srv.connections == 2
+    assert pool.idle == 1
+
+
+def test_idle_connections_are_capped_least_recently_used_first(counting):
+    servers = [counting() for _ in range(4)]
+
+    async def go():
+        limits = httpx.Limits(max_connections=4, max_keepalive_connections=2, keepalive_expiry=30)
+        async with httpx.AsyncClient(transport=Transport(limits=limits)) as client:
+            for srv in servers:
+                assert (await client.get(srv.url("/feed"))).status_code == 200
+            pool = client._transport.pool
+            assert pool.idle == 2
+            for srv in servers[2:]:  # the two most recent hosts kept their connection
+                await client.get(srv.url("/feed"))
+            assert pool.opened == 4
+            await client.get(servers[0].url("/feed"))  # evicted: connects again
+            assert pool.opened == 5
+
+    asyncio.run(go())
+    assert [s.connections for s in servers] == [2, 1, 1, 1]
+
+
+def test_waiting_for_a_connection_ends_at_the_pool_timeout(counting):
+    srv = counting()
+
+    async def go():
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        timeout = httpx.Timeout(5, pool=0.2)
+        async with httpx.AsyncClient(transport=Transport(limits=limits), timeout=timeout) as c:
+            async with c.stream("GET", srv.url("/feed")):  # holds the only connection
+                with pytest.raises(httpx.PoolTimeout):
+                    await c.get(srv.url("/feed"))
+            # released: the next request gets it
+            assert (await c.get(srv.url("/feed"))).status_code == 200
+
+    asyncio.run(go())
+    assert srv.connections == 2  # the first stream was closed unread: its connection too
