@@ -352,6 +352,8 @@ def main() -> None:
     tools = [t for t in args.tools.split(",") if t]
     ensure_tools(tools)
     rows: list[dict] = []
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     for n in args.feeds:
         work = Path(tempfile.mkdtemp(prefix=f"bench-{n}-", dir=args.keep))
         work.chmod(0o755)  # nginx's workers run as an unprivileged user
