@@ -40,6 +40,9 @@ class FetchSettings:
     concurrency: int = 16
     # Feeds fetched at once from one host (0: no per-host limit).
     per_host: int = 4
+    # Processes that parse, normalize and store fetched feeds while the round goes on
+    # fetching (rounds of at least 100 feeds; 0: all of it in the fetching process).
+    parse_processes: int = 1
     # Appended to the User-Agent, e.g. a contact URL or e-mail for server operators.
     user_agent_contact: str = ""
     # Fetch feeds on private, loopback and link-local addresses. Turn off for deployments
@@ -53,6 +56,7 @@ class FetchSettings:
         _check_range("fetch.max_redirects", self.max_redirects, 0, 20)
         _check_range("fetch.concurrency", self.concurrency, 1, 256)
         _check_range("fetch.per_host", self.per_host, 0, 256)
+        _check_range("fetch.parse_processes", self.parse_processes, 0, 64)
 
 
 @dataclass(frozen=True)

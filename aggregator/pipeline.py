@@ -5,6 +5,7 @@
       | parse      bytes -> ParsedFeed; skipped for 304 / same body hash  (parse.py, pure)
       | normalize  ParsedFeed -> [Entry] with canonical URLs, text, UTC  (normalize.py, pure)
       | write      feed state + entries, one transaction per feed       (store, I/O)
+    (parse, normalize and write run in worker processes in rounds of >= 100 feeds: Offload)
     then
     cluster        entries without a story, oldest first -> stories        (clustering.py)
       -> RoundSummary
@@ -16,12 +17,14 @@ round. ``clock`` is the only source of time; the pure stages get ``now`` from it
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -43,6 +46,7 @@ from .parse import parse_feed
 from .scheduling import FeedState, Hints, next_check
 from .store.base import Store
 
+log = logging.getLogger("aggregator")
 Clock = Callable[[], datetime]
 OnResult = Callable[[FeedUpdateResult], None]
 
@@ -127,6 +131,73 @@ def write_result(
 Claim = Callable[[int], list[FetchRequest]]
 LEASE_MARGIN_S = 10  # beyond the longest a claimed fetch can take: writing it, clock skew
 WRITE_BACKLOG = 8  # parsed feeds that may wait for the writer thread
+OFFLOAD_MIN_FEEDS = 100  # smaller rounds parse in-process: starting a process costs ~0.3 s
+
+
+# -- parsing and writing in other processes ------------------------------------------------------
+#
+# A cold round spends as much CPU parsing, normalizing and writing feeds as fetching them. With
+# ``fetch.parse_processes``, fetched results go to a process pool whose workers each hold their
+# own connection to the store and run the same ``prepare_result`` + ``write_result`` (the same
+# transaction per feed); the round's process only fetches. Only the small FeedUpdateResult
+# comes back. A worker that dies (killed, out of memory) costs nothing: its feeds in flight are
+# processed again in this process (a feed's write is idempotent), and so is the rest of the
+# round.
+
+_worker_store: Store | None = None
+_worker_settings: Settings | None = None
+
+
+def _worker_init(target: str, settings: Settings) -> None:
+    global _worker_store, _worker_settings
+    import signal
+
+    from .store import open_store
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the round's process decides when to stop
+    _worker_store, _worker_settings = open_store(target), settings
+
+
+def _worker_process(fetch: FetchResult, now: datetime) -> FeedUpdateResult:
+    assert _worker_store is not None
+    return write_result(_worker_store, prepare_result(fetch, now), now, _worker_settings)
+
+
+class Offload:
+    """The process pool of a round (``fetch.parse_processes`` workers), started with
+    ``spawn``: a fork would copy this process's threads' locks mid-flight."""
+
+    def __init__(self, target: str, settings: Settings, processes: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.pool = ProcessPoolExecutor(
+            processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(target, settings),
+        )
+        self.broken = False
+
+    @classmethod
+    def for_round(cls, store: Store, settings: Settings, feeds: int) -> Offload | None:
+        n = settings.fetch.parse_processes
+        target = getattr(store, "target", None)
+        if n < 1 or feeds < OFFLOAD_MIN_FEEDS or not target:
+            return None
+        return cls(target, settings, n)
+
+    def lost(self) -> None:
+        if not self.broken:
+            self.broken = True
+            log.warning("a parsing process died (see above); this round goes on in its own process")
+
+    def pids(self) -> list[int]:
+        """The workers' process ids (for tests)."""
+        return [p.pid for p in (self.pool._processes or {}).values()]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 async def run_round(
@@ -137,6 +208,7 @@ async def run_round(
     on_result: OnResult | None = None,
     stop: threading.Event | None = None,
     claim: Claim | None = None,
+    offload: Offload | None = None,
 ) -> RoundSummary:
     """Fetch ``requests`` concurrently (a global and a per-host limit) and process each result
     as it arrives. With ``claim`` (a store shared by several workers), feeds come from
@@ -146,7 +218,8 @@ async def run_round(
     Parsing and normalizing run on the event loop's thread; every store call (writes, claims)
     runs, in order, on one writer thread, so that the database's work (SQLite's, which releases
     the GIL, or PostgreSQL's, on another core) overlaps with the next feed's parsing. At most
-    ``WRITE_BACKLOG`` parsed feeds wait for the writer."""
+    ``WRITE_BACKLOG`` parsed feeds wait for the writer. With ``offload``, parsing and writing
+    happen in its processes instead, and the writer thread only claims."""
     started = clock()
     results: list[FeedUpdateResult] = []
     limit = asyncio.Semaphore(settings.fetch.concurrency)
@@ -182,6 +255,10 @@ async def run_round(
         loop = asyncio.get_running_loop()
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aggregator-writer")
         writes: deque[asyncio.Future] = deque()
+        offloaded: dict[asyncio.Future, FetchResult] = {}
+        # the workers need a queue deep enough to stay busy; the bodies in it are bounded by
+        # ``buffered``, released as each is written
+        backlog = 2 * settings.fetch.concurrency if offload is not None else WRITE_BACKLOG
 
         def stopping() -> bool:
             return stop is not None and stop.is_set()
@@ -199,10 +276,36 @@ async def run_round(
                     return
                 queue.extend(more)
 
+        def in_process(fetch: FetchResult) -> asyncio.Future:
+            now = clock()
+            prepared = prepare_result(fetch, now)
+            return loop.run_in_executor(writer, write_result, store, prepared, now, settings)
+
+        def submit(fetch: FetchResult) -> asyncio.Future:
+            """Parse and write ``fetch``: in an offload process, or here (the writer thread)."""
+            if offload is not None and not offload.broken:
+                try:
+                    fut = asyncio.wrap_future(offload.pool.submit(_worker_process, fetch, clock()))
+                except BrokenProcessPool:
+                    offload.lost()
+                else:
+                    offloaded[fut] = fetch  # to do it again here if the worker dies
+                    fut.add_done_callback(lambda _: buffered.release())
+                    return fut
+            fut = in_process(fetch)
+            buffered.release()
+            return fut
+
         async def settle(keep: int) -> None:
             """Wait until at most ``keep`` writes are pending; report the finished ones."""
             while writes and (len(writes) > keep or writes[0].done()):
-                res = await writes.popleft()
+                fut = writes.popleft()
+                fetch = offloaded.pop(fut, None)
+                try:
+                    res = await fut
+                except BrokenProcessPool:
+                    offload.lost()
+                    res = await in_process(fetch)
                 results.append(res)
                 if on_result is not None:
                     on_result(res)
@@ -218,13 +321,8 @@ async def run_round(
                     tasks.discard(task)
                     if task.cancelled():
                         continue
-                    now = clock()
-                    prepared = prepare_result(task.result(), now)
-                    buffered.release()
-                    writes.append(
-                        loop.run_in_executor(writer, write_result, store, prepared, now, settings)
-                    )
-                    await settle(WRITE_BACKLOG)
+                    writes.append(submit(task.result()))
+                    await settle(backlog)
                 if stopping():
                     break
                 await refill()
@@ -235,7 +333,7 @@ async def run_round(
             if watcher is not None:
                 watcher.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            # what was parsed is written, even when stopping; the writer is idle after this
+            # what was fetched is written, even when stopping; the writer is idle after this
             await asyncio.gather(*writes, return_exceptions=True)
             writer.shutdown(wait=True)
     return RoundSummary(started_at=started, finished_at=clock(), results=tuple(results))
@@ -299,22 +397,36 @@ def update(
     On a store shared by several workers, feeds are leased as the round goes
     (``store.claim_feeds``), so each is fetched by one worker."""
     now = clock()
-    if store.shared:
-        claimer = _Claimer(store, settings, clock, feed_ids, due_only)
-        if on_start is not None:
-            on_start(store.feed_counts(now)["due" if due_only else "total"])
-        try:
-            summary = asyncio.run(run_round(store, [], settings, clock, on_result, stop, claimer))
-        finally:
-            store.release_leases(claimer.worker)
-        skipped = claimer.skipped
-    else:
-        requests = store.fetch_requests(feed_ids, due_before=now if due_only else None)
-        due = [r for r in requests if r.retry_after is None or r.retry_after <= now]
-        if on_start is not None:
-            on_start(len(due))
-        summary = asyncio.run(run_round(store, due, settings, clock, on_result, stop))
-        skipped = len(requests) - len(due)
+    offload = None
+    try:
+        if store.shared:
+            claimer = _Claimer(store, settings, clock, feed_ids, due_only)
+            expected = store.feed_counts(now)["due" if due_only else "total"]
+            if feed_ids is not None:
+                expected = min(expected, len(feed_ids))
+            if on_start is not None:
+                on_start(expected)
+            offload = Offload.for_round(store, settings, expected)
+            try:
+                summary = asyncio.run(
+                    run_round(store, [], settings, clock, on_result, stop, claimer, offload)
+                )
+            finally:
+                store.release_leases(claimer.worker)
+            skipped = claimer.skipped
+        else:
+            requests = store.fetch_requests(feed_ids, due_before=now if due_only else None)
+            due = [r for r in requests if r.retry_after is None or r.retry_after <= now]
+            if on_start is not None:
+                on_start(len(due))
+            offload = Offload.for_round(store, settings, len(due))
+            summary = asyncio.run(
+                run_round(store, due, settings, clock, on_result, stop, offload=offload)
+            )
+            skipped = len(requests) - len(due)
+    finally:
+        if offload is not None:
+            offload.close()
     stage = clustering or ClusteringStage(settings.cluster)
     clustered = stage.run(store, clock())
     store.index_pending()  # full-text index, in one batch per round

@@ -38,6 +38,12 @@ class Store(Protocol):
 
     shared: bool  # several worker processes may use this store at once (feeds are leased)
 
+    @property
+    def target(self) -> str | None:
+        """What ``open_store`` takes to open this store again in another process (None: it
+        cannot be, e.g. an in-memory database)."""
+        ...
+
     def close(self) -> None: ...
 
     # feeds

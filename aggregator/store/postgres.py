@@ -95,7 +95,7 @@ class PostgresStore(SQLStore):
                 "`pip install 'aggregator[postgres]'` (or `pip install 'psycopg[binary]'`)"
             ) from None
         self._psycopg = psycopg
-        self.url = url
+        self.url = self.target = url
         self.path = None  # no file: the daemon's one-per-store lock does not apply
         self.readonly = readonly
         self._leading = False

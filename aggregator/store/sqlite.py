@@ -65,6 +65,10 @@ class SQLiteStore(SearchMixin, SQLStore):
     def close(self) -> None:
         self.db.close()
 
+    @property
+    def target(self) -> str | None:
+        return None if str(self.path) == ":memory:" else str(self.path)
+
     def cluster_snapshot_path(self) -> Path | None:
         if self.readonly or str(self.path) == ":memory:":
             return None

@@ -1,0 +1,135 @@
+"""Rounds whose parsing and writing run in another process (``fetch.parse_processes``), against
+a real local server, on both stores: the same result as in-process, and a parsing process that
+dies costs no feed."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import time
+
+from werkzeug import Response
+
+from aggregator import pipeline
+from aggregator.api import Aggregator
+from aggregator.config import FetchSettings, Settings
+from aggregator.models import Outcome
+
+from .conftest import rss, simple_items
+from .test_pipeline import Clock
+
+SETTINGS = Settings(
+    fetch=FetchSettings(
+        connect_timeout=2, read_timeout=2, total_timeout=5, concurrency=8, parse_processes=1
+    )
+)
+IN_PROCESS = dataclasses.replace(
+    SETTINGS, fetch=dataclasses.replace(SETTINGS.fetch, parse_processes=0)
+)
+
+
+def serve_feeds(server, n: int, delay: float = 0.0) -> list[str]:
+    def handler(i):
+        body = rss(f"Outlet {i}", simple_items(3, f"Outlet {i} story"))
+
+        def respond(request):
+            time.sleep(delay)
+            return Response(body, content_type="application/rss+xml", headers={"ETag": f'"{i}"'})
+
+        return respond
+
+    for i in range(n):
+        server.expect_request(f"/f{i}").respond_with_handler(handler(i))
+    server.expect_request("/junk").respond_with_data(b"\x00\xff not a feed")
+    return [server.url_for(f"/f{i}") for i in range(n)] + [server.url_for("/junk")]
+
+
+class Spy:
+    """Records the round's Offload and its workers' pids while the round runs."""
+
+    def __init__(self, monkeypatch):
+        self.offloads, self.pids = [], set()
+        real = pipeline.Offload.for_round.__func__
+
+        def for_round(cls, store, settings, feeds):
+            off = real(cls, store, settings, feeds)
+            if off is not None:
+                self.offloads.append(off)
+            return off
+
+        monkeypatch.setattr(pipeline, "OFFLOAD_MIN_FEEDS", 1)
+        monkeypatch.setattr(pipeline.Offload, "for_round", classmethod(for_round))
+
+    def on_result(self, result) -> None:
+        for off in self.offloads:
+            self.pids.update(off.pids())
+
+
+def stored(agg: Aggregator) -> tuple:
+    feeds = sorted(
+        (f.url, f.title, f.last_status, f.last_error, f.etag, f.body_hash, f.next_check_at)
+        for f in agg.feeds()
+    )
+    entries = sorted(
+        (e.feed_title, e.key, e.title, e.summary, e.url, e.published, e.first_seen)
+        for e in agg.entries(limit=1000)
+    )
+    return feeds, entries
+
+
+def test_offloaded_round_stores_what_an_in_process_round_stores(
+    server, db_target, tmp_path, monkeypatch
+):
+    urls = serve_feeds(server, 30)
+    spy = Spy(monkeypatch)
+    with Aggregator.open(db=db_target, settings=SETTINGS, clock=Clock()) as agg:
+        for url in urls:
+            agg.add_feed(url, check=False)
+        summary = agg.update(on_result=spy.on_result)
+        offloaded = stored(agg)
+    assert len(spy.offloads) == 1
+    assert spy.pids and os.getpid() not in spy.pids  # the parsing did happen elsewhere
+    assert summary.ok == 30 and summary.new_entries == 90 and summary.failed == 1
+    assert summary.clustered == 90
+
+    with Aggregator.open(
+        db=str(tmp_path / "in-process.sqlite"), settings=IN_PROCESS, clock=Clock()
+    ) as agg:
+        for url in urls:
+            agg.add_feed(url, check=False)
+        reference = agg.update()
+        assert stored(agg) == offloaded
+
+    def rows(s):
+        return sorted((r.url, r.outcome, r.new_entries, r.error) for r in s.results)
+
+    assert rows(summary) == rows(reference)
+
+
+def test_a_parsing_process_that_dies_costs_no_feed(server, db_target, monkeypatch, caplog):
+    urls = serve_feeds(server, 40, delay=0.05)  # results keep coming after the kill
+    spy = Spy(monkeypatch)
+    killed = []
+
+    def kill_workers(result) -> None:
+        spy.on_result(result)
+        if not killed and spy.pids:
+            for pid in spy.pids:
+                os.kill(pid, signal.SIGKILL)
+            killed.extend(spy.pids)
+
+    caplog.set_level(logging.WARNING, logger="aggregator")
+    with Aggregator.open(db=db_target, settings=SETTINGS, clock=Clock()) as agg:
+        for url in urls:
+            agg.add_feed(url, check=False)
+        summary = agg.update(on_result=kill_workers)
+        assert killed
+        assert "a parsing process died" in caplog.text  # the fallback did run
+        assert summary.ok == 40 and summary.failed == 1
+        assert len(agg.entries(limit=1000)) == 120
+        assert {f.last_status for f in agg.feeds() if "junk" not in f.url} == {Outcome.OK.value}
+        # and the next round sees every feed as fetched (validators kept): nothing is lost
+        again = agg.update()
+        assert again.new_entries == 0 and again.ok + again.not_modified == 40
