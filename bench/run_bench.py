@@ -14,7 +14,8 @@ What it does, in one invocation:
    (empty store), all-304 (nothing changed), and 10% changed (5 new entries on top of 10% of
    the feeds). Each round is one child process; CPU time and peak RSS come from wait4().
    Same concurrency for every tool (--concurrency, default 16: aggregator's fetch.concurrency,
-   reader's update_feeds(workers=), newsboat's reload-threads).
+   with its per-host limit lifted as the peers have none, reader's update_feeds(workers=),
+   newsboat's reload-threads).
 4. Prints a table (wall, CPU, feeds/s, new entries/s, peak RSS, store size) with the ratios
    against each peer, and writes it as JSON (bench/results/peers-<N>.json).
 5. Stops the nginx it started.
@@ -160,7 +161,9 @@ class Aggregator:
     def __init__(self, work: Path, urls: list[str], concurrency: int):
         self.db = work / "aggregator.sqlite"
         self.config = work / "aggregator.toml"
-        self.config.write_text(f"[fetch]\nconcurrency = {concurrency}\n")
+        # every bench feed is on one host, and the peers have no per-host limit: lift ours
+        # (4 by default) so that all three tools have the same fetches in flight
+        self.config.write_text(f"[fetch]\nconcurrency = {concurrency}\nper_host = 0\n")
         opml = work / "feeds.opml"
         opml.write_text(
             '<?xml version="1.0"?><opml version="2.0"><head><title>b</title></head><body>'
