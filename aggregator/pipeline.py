@@ -163,6 +163,11 @@ def _worker_process(fetch: FetchResult, now: datetime) -> FeedUpdateResult:
     return write_result(_worker_store, prepare_result(fetch, now), now, _worker_settings)
 
 
+def _worker_index() -> int:
+    assert _worker_store is not None
+    return _worker_store.index_pending()
+
+
 class Offload:
     """The process pool of a round (``fetch.parse_processes`` workers), started with
     ``spawn``: a fork would copy this process's threads' locks mid-flight."""
@@ -186,6 +191,28 @@ class Offload:
         if n < 1 or feeds < OFFLOAD_MIN_FEEDS or not target:
             return None
         return cls(target, settings, n)
+
+    def index_pending(self):
+        """Start the round's full-text indexing in a worker (it overlaps with the clustering
+        stage); a future, or None when the workers are gone."""
+        if self.broken:
+            return None
+        try:
+            return self.pool.submit(_worker_index)
+        except BrokenProcessPool:
+            self.lost()
+            return None
+
+    def indexed(self, future) -> bool:
+        """Wait for ``index_pending``'s work; False when it has to be done here."""
+        if future is None:
+            return False
+        try:
+            future.result()
+        except BrokenProcessPool:
+            self.lost()
+            return False
+        return True
 
     def lost(self) -> None:
         if not self.broken:
@@ -424,12 +451,15 @@ def update(
                 run_round(store, due, settings, clock, on_result, stop, offload=offload)
             )
             skipped = len(requests) - len(due)
+        # the full-text index, in one batch per round: in a worker while this process clusters
+        indexing = offload.index_pending() if offload is not None else None
+        stage = clustering or ClusteringStage(settings.cluster)
+        clustered = stage.run(store, clock())
+        if offload is None or not offload.indexed(indexing):
+            store.index_pending()
     finally:
         if offload is not None:
             offload.close()
-    stage = clustering or ClusteringStage(settings.cluster)
-    clustered = stage.run(store, clock())
-    store.index_pending()  # full-text index, in one batch per round
     return RoundSummary(
         started_at=summary.started_at,
         finished_at=clock(),

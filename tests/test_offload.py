@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import os
 import signal
+import sqlite3
 import time
 
 from werkzeug import Response
@@ -59,8 +60,16 @@ class Spy:
                 self.offloads.append(off)
             return off
 
+        self.indexed = []
+        real_indexed = pipeline.Offload.indexed
+
+        def indexed(off, future):
+            self.indexed.append(real_indexed(off, future))
+            return self.indexed[-1]
+
         monkeypatch.setattr(pipeline, "OFFLOAD_MIN_FEEDS", 1)
         monkeypatch.setattr(pipeline.Offload, "for_round", classmethod(for_round))
+        monkeypatch.setattr(pipeline.Offload, "indexed", indexed)
 
     def on_result(self, result) -> None:
         for off in self.offloads:
@@ -93,6 +102,11 @@ def test_offloaded_round_stores_what_an_in_process_round_stores(
     assert spy.pids and os.getpid() not in spy.pids  # the parsing did happen elsewhere
     assert summary.ok == 30 and summary.new_entries == 90 and summary.failed == 1
     assert summary.clustered == 90
+    assert spy.indexed == [True]  # by the worker, not redone here
+    if "://" not in db_target:  # SQLite: the worker indexed the round while this process
+        # clustered (PostgreSQL indexes as rows are written)
+        with sqlite3.connect(db_target) as db:
+            assert db.execute("SELECT count(*) FROM entries_fts").fetchone()[0] == 90
 
     with Aggregator.open(
         db=str(tmp_path / "in-process.sqlite"), settings=IN_PROCESS, clock=Clock()

@@ -121,3 +121,26 @@ def test_only_the_newest_matches_are_ranked(db_target, monkeypatch):
     assert len(store.search("title:budget NOT item")) == 0
     assert len(store.search("summary:budget")) == 0
     store.close()
+
+
+def test_indexing_in_several_transactions_indexes_everything_once(tmp_path, monkeypatch):
+    """SQLite indexes a round in transactions of INDEX_TRANSACTION entries (another writer waits
+    at most one of them); every entry is found, once, and the mark moves only at the end."""
+    import sqlite3
+    from datetime import UTC, datetime, timedelta
+
+    from aggregator.store import open_store, sqlite_search
+
+    monkeypatch.setattr(sqlite_search, "INDEX_TRANSACTION", 7)
+    now = datetime.now(UTC)
+    store = open_store(tmp_path / "s.sqlite")
+    f = store.add_feed("https://x.example/f", None, now)
+    entries = [
+        make_entry(f.id, i, now - timedelta(minutes=i), title=f"harbour {i}") for i in range(40)
+    ]
+    store_entries(store, f, entries, now)
+    assert store.index_pending() == 40
+    with sqlite3.connect(tmp_path / "s.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM entries_fts").fetchone()[0] == 40
+    assert len(store.search("harbour")) == 40
+    store.close()
