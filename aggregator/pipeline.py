@@ -217,7 +217,7 @@ class Offload:
     def lost(self) -> None:
         if not self.broken:
             self.broken = True
-            log.warning("a parsing process died (see above); this round goes on in its own process")
+            log.warning("a parsing process died; this round goes on in its own process")
 
     def pids(self) -> list[int]:
         """The workers' process ids (for tests)."""
@@ -276,8 +276,8 @@ async def run_round(
 
         queue = deque(requests)
         tasks: set[asyncio.Task] = set()
-        # tasks land here as they finish (asyncio.wait over the whole set would cost O(tasks)
-        # per call: 1,000 pending feeds made it a third of an all-304 round's CPU)
+        # tasks land here as they finish (asyncio.wait over the whole set costs O(tasks) per
+        # call, and a round without claims has all of its feeds' tasks pending)
         finished: asyncio.Queue[asyncio.Task] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aggregator-writer")

@@ -137,33 +137,24 @@ def test_conditional_gets_reuse_connections(counting):
     assert pool.opened == srv.connections
 
 
-def test_redirects_and_error_pages_keep_the_connection(counting):
+@pytest.mark.parametrize(
+    "path, n, outcome, connections",
+    [
+        # an error page is read to its end: the connection serves the next request
+        ("/error-page", 5, Outcome.HTTP_ERROR, 1),
+        # a server closing idle connections costs a new connection, not a failure
+        ("/close-after", 20, Outcome.OK, 20),
+        # a request dropped on a reused connection is sent again, once, on a new one
+        ("/drop-second", 10, Outcome.OK, 10),
+        # a request dropped on a new connection is not sent again
+        ("/drop-always", 3, Outcome.NETWORK_ERROR, 3),
+    ],
+)
+def test_one_after_another(counting, path, n, outcome, connections):
     srv = counting()
-    results, _ = run_fetches([srv.url("/error-page")] * 5, concurrency=1)
-    assert {r.outcome for r in results} == {Outcome.HTTP_ERROR}
-    assert srv.connections == 1
-
-
-def test_server_closing_idle_connections_costs_a_new_connection_not_a_failure(counting):
-    srv = counting()
-    results, _ = run_fetches([srv.url(f"/close-after/{i}") for i in range(20)], concurrency=1)
-    assert {r.outcome for r in results} == {Outcome.OK}
-    assert srv.connections == 20
-
-
-def test_request_dropped_on_a_reused_connection_is_sent_again_once(counting):
-    srv = counting()
-    results, pool = run_fetches([srv.url(f"/drop-second/{i}") for i in range(10)], concurrency=1)
-    assert {r.outcome for r in results} == {Outcome.OK}
-    # each reused connection dropped its request; each retry went out on a new one
-    assert srv.connections == 10 and pool.opened == 10
-
-
-def test_request_dropped_on_a_new_connection_is_not_retried(counting):
-    srv = counting()
-    results, _ = run_fetches([srv.url(f"/drop-always/{i}") for i in range(3)], concurrency=1)
-    assert {r.outcome for r in results} == {Outcome.NETWORK_ERROR}
-    assert srv.connections == 3
+    results, stats = run_fetches([srv.url(f"{path}/{i}") for i in range(n)], concurrency=1)
+    assert {r.outcome for r in results} == {outcome}
+    assert srv.connections == connections and stats.opened == connections
 
 
 def test_body_left_unread_closes_its_connection_and_the_next_feed_still_works(counting):
