@@ -106,10 +106,13 @@ class ConnectionPool:
         )
 
     async def _take(self, origin: httpcore.Origin) -> tuple[httpcore.AsyncHTTPConnection, bool]:
-        stack = self._idle.get(_key(origin))
+        key = _key(origin)
+        stack = self._idle.get(key)
         while stack:
             conn = stack.pop()
             self._idle_count -= 1
+            if not stack:  # no empty stacks: eviction takes the first stack's oldest
+                del self._idle[key]
             if conn.is_available() and not conn.has_expired():
                 return conn, True
             await _close_quietly(conn)

@@ -187,7 +187,7 @@ class Offload:
     @classmethod
     def for_round(cls, store: Store, settings: Settings, feeds: int) -> Offload | None:
         n = settings.fetch.parse_processes
-        target = getattr(store, "target", None)
+        target = store.target
         if n < 1 or feeds < OFFLOAD_MIN_FEEDS or not target:
             return None
         return cls(target, settings, n)

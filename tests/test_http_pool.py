@@ -201,3 +201,22 @@ def test_waiting_for_a_connection_ends_at_the_pool_timeout(counting):
 
     asyncio.run(go())
     assert srv.connections == 2  # the first stream was closed unread: its connection too
+
+
+def test_idle_cap_with_a_host_whose_connections_are_all_in_use(counting):
+    """A host whose every idle connection was taken must not hold up the eviction of others."""
+    a, b = counting(), counting()
+
+    async def go():
+        limits = httpx.Limits(max_connections=3, max_keepalive_connections=1, keepalive_expiry=30)
+        async with httpx.AsyncClient(transport=Transport(limits=limits)) as client:
+            await client.get(a.url("/feed"))  # a's connection is idle
+            async with client.stream("GET", a.url("/feed")) as held:  # ... and now in use
+                b1, b2 = await asyncio.gather(
+                    client.get(b.url("/feed")), client.get(b.url("/feed"))
+                )
+                assert b1.status_code == b2.status_code == 200
+                await held.aread()
+            assert client._transport.pool.idle == 1
+
+    asyncio.run(go())

@@ -29,11 +29,8 @@ class SearchMixin:
         INDEX_TRANSACTION entries, so that another writer (the clustering stage, while a worker
         process indexes) never waits long; the mark moves only once all of them are in, so a
         crash midway means indexing those entries again, not missing them."""
-        mark = int(
-            self.db.execute("SELECT value FROM meta WHERE key = 'fts_indexed_through'").fetchone()[
-                0
-            ]
-        )
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'fts_indexed_through'")
+        mark = int(row.fetchone()[0])
         top = self.db.execute("SELECT max(last_changed) FROM entries").fetchone()[0]
         if top is None or top < mark:
             return 0
@@ -41,9 +38,10 @@ class SearchMixin:
             r[0] for r in self.db.execute("SELECT id FROM entries WHERE last_changed >= ?", (mark,))
         ]
         for start in range(0, len(ids), INDEX_TRANSACTION):
+            batch = ids[start : start + INDEX_TRANSACTION]
             with self._write() as db:
-                for i in range(start, min(start + INDEX_TRANSACTION, len(ids)), 500):
-                    chunk = ids[i : min(i + 500, start + INDEX_TRANSACTION)]
+                for i in range(0, len(batch), 500):
+                    chunk = batch[i : i + 500]
                     marks = ",".join("?" * len(chunk))
                     db.execute(f"DELETE FROM entries_fts WHERE rowid IN ({marks})", chunk)
                     db.execute(
