@@ -155,7 +155,26 @@ def _worker_init(target: str, settings: Settings) -> None:
     from .store import open_store
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the round's process decides when to stop
+    _exit_with_parent()
     _worker_store, _worker_settings = open_store(target), settings
+
+
+def _exit_with_parent() -> None:
+    """End this worker when the round's process is gone. A pool's worker outlives a parent
+    killed with SIGKILL (it waits on its task queue, whose write end it holds itself), and
+    would keep its store connection open for good. What it was writing rolls back."""
+    import multiprocessing
+    import multiprocessing.connection
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="aggregator-parent-watch", daemon=True).start()
 
 
 def _worker_process(fetch: FetchResult, now: datetime) -> FeedUpdateResult:

@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import time
 
+import pytest
 from werkzeug import Response
 
 from aggregator import pipeline
@@ -147,3 +148,54 @@ def test_a_parsing_process_that_dies_costs_no_feed(server, db_target, monkeypatc
         # and the next round sees every feed as fetched (validators kept): nothing is lost
         again = agg.update()
         assert again.new_entries == 0 and again.ok + again.not_modified == 40
+
+
+PARENT = """
+import sys
+from aggregator.config import FetchSettings, Settings
+from aggregator.pipeline import Offload
+settings = Settings(fetch=FetchSettings(parse_processes=1))
+off = Offload(sys.argv[1], settings, 1)
+off.pool.submit(int).result()  # the worker is up
+print(*off.pids(), flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_worker_ends_when_its_round_process_is_killed(tmp_path):
+    """SIGKILL gives the round's process no chance to stop its pool; the worker must notice
+    on its own, or it stays forever with its store connection open."""
+    import subprocess
+    import sys
+
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("needs /proc to see whether a process is alive")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(tmp_path / "store.sqlite")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    worker = None
+    try:
+        (worker,) = map(int, proc.stdout.readline().split())
+        assert _alive(worker)
+        proc.kill()
+        proc.wait(timeout=10)
+        end = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert not _alive(worker), "the worker outlived its round's process"
+    finally:
+        proc.kill()
+        proc.wait()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)  # not left behind when the test fails
