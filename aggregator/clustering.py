@@ -30,6 +30,9 @@ import contextlib
 import os
 import pickle
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
@@ -39,6 +42,10 @@ from .dedup.cluster import Clusterer, ClusterSettings, Item
 from .errors import ClusterConflictError
 from .models import ClusterItem
 from .store.base import Store
+
+# Writes a batch's stories elsewhere: (rows, merges, now, generation) -> a future of the
+# stories touched, or None when it cannot (then the stage writes them itself).
+Apply = Callable[[list, list, datetime, int | None], "Future[set[int]] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +150,12 @@ class ClusteringStage:
         c.merged_into.clear()
         return c
 
-    def run(self, store: Store, now: datetime, batch: int = 10_000) -> ClusterSummary:
+    def run(
+        self, store: Store, now: datetime, batch: int = 10_000, apply: Apply | None = None
+    ) -> ClusterSummary:
+        """Place every entry without a story, ``batch`` at a time. With ``apply`` (a round's
+        parsing process, see pipeline.Offload), a batch's stories are written there while the
+        next batch is placed here; a write it cannot do (its process died) is done here."""
         started = time.perf_counter()
         if not store.lead_clustering():
             self.clusterer = None  # when this process leads again, it starts from the store
@@ -151,34 +163,59 @@ class ClusteringStage:
         if store.lead_term != self.term:  # others may have clustered since we last led
             self.clusterer, self.term = None, store.lead_term
         total = touched = merges = conflicts = 0
-        while True:
-            pending = store.unclustered(limit=batch)
-            if not pending:
-                break
-            gen = store.cluster_generation()
-            c = self.clusterer
-            earliest = pending[0].published
-            if c is None or gen != self.generation or not _covers(c, earliest):
-                c = self._restore(store, earliest) or self._fresh(store, earliest)
-                self.clusterer, self.generation = c, gen
+        # the write in flight: (its future, its arguments, entries, merges)
+        writing: tuple[Future | None, tuple, int, int] | None = None
+
+        def settle() -> None:
+            nonlocal writing, total, touched, merges
+            if writing is not None:
+                fut, args, n, m = writing
+                writing = None
+                try:
+                    done = fut.result() if fut is not None else store.apply_clustering(*args)
+                except BrokenProcessPool:
+                    done = store.apply_clustering(*args)
+                touched += len(done)
+                total, merges = total + n, merges + m
+
+        # The next batch is read before the last one's write is done: it starts after that
+        # batch (in clustering order), whose entries are still without a story until then.
+        pending = store.unclustered(limit=batch)
+        gen = store.cluster_generation()
+        while pending or writing is not None:
             try:
+                if not pending:
+                    settle()
+                    break
+                c = self.clusterer
+                earliest = pending[0].published
+                if c is None or gen != self.generation or not _covers(c, earliest):
+                    settle()  # the rebuild reads the stories, the last batch's included
+                    c = self._restore(store, earliest) or self._fresh(store, earliest)
+                    self.clusterer, self.generation = c, gen
                 placed = c.add_many(map(to_item, pending))
-                rows = [(eid, c.resolve(sid), score, reason) for eid, sid, score, reason in placed]
+                rows = [(eid, c.resolve(sid), score, why) for eid, sid, score, why in placed]
                 merged = [(gone, c.resolve(gone)) for gone in c.merged_into]
                 c.merged_into.clear()
-                touched += len(store.apply_clustering(rows, merged, now, self.generation))
+                settle()
+                n, last = len(pending), pending[-1]
+                pending = []
+                if n == batch:
+                    pending = store.unclustered(batch, after=(last.published, last.entry_id))
+                    gen = store.cluster_generation()
+                args = (rows, merged, now, self.generation)
+                writing = (apply(*args) if apply is not None else None, args, n, len(merged))
+                if writing[0] is None:
+                    settle()  # written here, now
                 self.unsaved = True
-            except ClusterConflictError:
-                self.clusterer = None
+            except ClusterConflictError:  # a correction came in: rebuild, place again
+                writing, self.clusterer = None, None
                 conflicts += 1
                 if conflicts > 3:
                     raise
-                continue
+                pending = store.unclustered(limit=batch)
+                gen = store.cluster_generation()
             except BaseException:
                 self.clusterer = None  # memory and store may disagree now: rebuild next time
                 raise
-            total += len(pending)
-            merges += len(merged)
-            if len(pending) < batch:
-                break
         return ClusterSummary(total, touched, merges, time.perf_counter() - started)

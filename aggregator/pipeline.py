@@ -23,7 +23,7 @@ import socket
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -187,6 +187,11 @@ def _worker_index() -> int:
     return _worker_store.index_pending()
 
 
+def _worker_apply(rows: list, merged: list, now: datetime, generation: int | None) -> set[int]:
+    assert _worker_store is not None
+    return _worker_store.apply_clustering(rows, merged, now, generation)
+
+
 class Offload:
     """The process pool of a round (``fetch.parse_processes`` workers), started with
     ``spawn``: a fork would copy this process's threads' locks mid-flight."""
@@ -221,6 +226,25 @@ class Offload:
         except BrokenProcessPool:
             self.lost()
             return None
+
+    def apply_clustering(
+        self, rows: list, merged: list, now: datetime, generation: int | None
+    ) -> Future | None:
+        """Write a clustering batch's stories in a worker (ClusteringStage's ``apply``): the
+        store's work overlaps the placing of the next batch. None when the workers are gone."""
+        if self.broken:
+            return None
+        try:
+            fut = self.pool.submit(_worker_apply, rows, merged, now, generation)
+        except BrokenProcessPool:
+            self.lost()
+            return None
+        fut.add_done_callback(self._check)
+        return fut
+
+    def _check(self, fut: Future) -> None:
+        if not fut.cancelled() and isinstance(fut.exception(), BrokenProcessPool):
+            self.lost()
 
     def indexed(self, future) -> bool:
         """Wait for ``index_pending``'s work; False when it has to be done here."""
@@ -473,7 +497,8 @@ def update(
         # the full-text index, in one batch per round: in a worker while this process clusters
         indexing = offload.index_pending() if offload is not None else None
         stage = clustering or ClusteringStage(settings.cluster)
-        clustered = stage.run(store, clock())
+        apply = offload.apply_clustering if offload is not None else None
+        clustered = stage.run(store, clock(), apply=apply)
         if offload is None or not offload.indexed(indexing):
             store.index_pending()
     finally:

@@ -1,0 +1,145 @@
+"""The clustering stage over a real store, on both backends: a batch's stories are written on a
+thread while the next batch is placed, and that changes nothing in what ends up stored."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from aggregator.clustering import ClusteringStage
+from aggregator.config import Settings
+from aggregator.errors import ClusterConflictError
+from aggregator.pipeline import Offload
+from aggregator.store import open_store
+
+from .conftest import make_entry, store_entries
+
+T = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
+NOW = T + timedelta(days=1)
+EVENTS, OUTLETS = 25, 4
+
+
+def word(seed: str) -> str:
+    h = hashlib.sha256(seed.encode()).hexdigest()
+    return "".join(chr(97 + int(c, 16)) for c in h[:8])
+
+
+def headline(event: int, outlet: int) -> str:
+    """Five of the event's six words (each outlet leaves out another) and two of the outlet's."""
+    keys = [word(f"event {event} {k}") for k in range(6)]
+    del keys[outlet % 6]
+    return " ".join([*keys, word(f"outlet {outlet} {event} a"), word(f"outlet {outlet} {event} b")])
+
+
+def fill(target: str):
+    """A store holding EVENTS x OUTLETS entries, none of them in a story yet."""
+    store = open_store(target)
+    for o in range(OUTLETS):
+        feed = store.add_feed(f"https://outlet{o}.example/feed", None, T)
+        entries = [
+            make_entry(
+                feed.id,
+                e,
+                T + timedelta(minutes=37 * e + 5 * o),
+                title=headline(e, o),
+                url=f"https://outlet{o}.example/{e}",
+            )
+            for e in range(EVENTS)
+        ]
+        store_entries(store, feed, entries, T)
+    return store
+
+
+def stories(store) -> set[frozenset[str]]:
+    groups: dict[int, set[str]] = {}
+    for item in store.clustered_since(T - timedelta(days=1)):
+        groups.setdefault(item.story_id, set()).add(item.url)
+    return {frozenset(g) for g in groups.values()}
+
+
+def expected() -> set[frozenset[str]]:
+    return {
+        frozenset(f"https://outlet{o}.example/{e}" for o in range(OUTLETS)) for e in range(EVENTS)
+    }
+
+
+@pytest.fixture
+def offload(db_target):
+    off = Offload(db_target, Settings(), 1)
+    yield off
+    off.close()
+
+
+@pytest.mark.parametrize("where", ["here", "in a worker"])
+def test_small_batches_store_the_stories_one_batch_stores(db_target, tmp_path, where, request):
+    one = fill(str(tmp_path / "one.sqlite"))
+    summary = ClusteringStage().run(one, NOW)
+    assert summary.entries == EVENTS * OUTLETS
+    assert stories(one) == expected()  # (the headlines are made to be told apart)
+    one.close()
+
+    store = fill(db_target)
+    apply = request.getfixturevalue("offload").apply_clustering if where != "here" else None
+    # 15 batches; with a worker, each one's stories written there while the next is placed
+    summary = ClusteringStage().run(store, NOW, batch=7, apply=apply)
+    assert summary.entries == EVENTS * OUTLETS and summary.merges == 0
+    assert store.unclustered() == []
+    assert stories(store) == expected()
+    assert store.story_count() == EVENTS
+    store.close()
+
+
+def test_a_correction_while_a_batch_is_written_is_placed_again(db_target, offload):
+    """The generation moves (another process corrected a story) just before the third batch's
+    write: the worker refuses that write, the stage rebuilds from the store and places the
+    rest again."""
+    store = fill(db_target)
+    futures = []
+
+    def apply(rows, merged, now, generation):
+        if len(futures) == 2:
+            with store._write() as db:
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('cluster_generation', '7')"
+                    " ON CONFLICT (key) DO UPDATE SET value = '7'"
+                )
+        futures.append(offload.apply_clustering(rows, merged, now, generation))
+        return futures[-1]
+
+    summary = ClusteringStage().run(store, NOW, batch=7, apply=apply)
+    assert [i for i, f in enumerate(futures) if f.exception() is not None] == [2]
+    assert isinstance(futures[2].exception(), ClusterConflictError)
+    assert summary.entries == EVENTS * OUTLETS  # each entry counted once, refused ones not
+    assert store.unclustered() == []
+    assert stories(store) == expected()
+    store.close()
+
+
+def test_a_worker_that_dies_mid_stage_costs_no_story(db_target, offload, caplog):
+    store = fill(db_target)
+    calls = []
+
+    def apply(rows, merged, now, generation):
+        calls.append(len(rows))
+        if len(calls) != 3:
+            return offload.apply_clustering(rows, merged, now, generation)
+        offload.pool.submit(time.sleep, 30)  # the worker is busy: the write waits behind it
+        fut = offload.apply_clustering(rows, merged, now, generation)
+        for pid in offload.pids():
+            os.kill(pid, signal.SIGKILL)  # with the third batch's write in flight
+        return fut
+
+    caplog.set_level(logging.WARNING, logger="aggregator")
+    summary = ClusteringStage().run(store, NOW, batch=7, apply=apply)
+    assert len(calls) == 15 and offload.broken
+    assert "a parsing process died" in caplog.text
+    assert summary.entries == EVENTS * OUTLETS
+    assert store.unclustered() == []
+    assert stories(store) == expected()
+    store.close()
