@@ -207,6 +207,7 @@ class Offload:
             initargs=(target, settings),
         )
         self.broken = False
+        self.used = False  # a feed was sent to the workers (which start with the first)
 
     @classmethod
     def for_round(cls, store: Store, settings: Settings, feeds: int) -> Offload | None:
@@ -216,10 +217,16 @@ class Offload:
             return None
         return cls(target, settings, n)
 
+    def process(self, fetch: FetchResult, now: datetime) -> Future:
+        """Parse and write a fetched feed in a worker (started by the first of them)."""
+        self.used = True
+        return self.pool.submit(_worker_process, fetch, now)
+
     def index_pending(self):
         """Start the round's full-text indexing in a worker (it overlaps with the clustering
-        stage); a future, or None when the workers are gone."""
-        if self.broken:
+        stage); a future, or None when the workers are gone or were never needed (nothing
+        was parsed: the round's process looks for what is left to index, quickly)."""
+        if self.broken or not self.used:
             return None
         try:
             return self.pool.submit(_worker_index)
@@ -353,9 +360,12 @@ async def run_round(
 
         def submit(fetch: FetchResult) -> asyncio.Future:
             """Parse and write ``fetch``: in an offload process, or here (the writer thread)."""
-            if offload is not None and not offload.broken:
+            # (a result with nothing to parse, a 304 or an error, is a small write: here, so
+            # that a round of them never starts the worker at all)
+            parse = fetch.outcome is Outcome.OK and fetch.body is not None
+            if offload is not None and not offload.broken and parse:
                 try:
-                    fut = asyncio.wrap_future(offload.pool.submit(_worker_process, fetch, clock()))
+                    fut = asyncio.wrap_future(offload.process(fetch, clock()))
                 except BrokenProcessPool:
                     offload.lost()
                 else:

@@ -150,6 +150,24 @@ def test_a_parsing_process_that_dies_costs_no_feed(server, db_target, monkeypatc
         assert again.new_entries == 0 and again.ok + again.not_modified == 40
 
 
+def test_a_round_with_nothing_to_parse_starts_no_worker(server, db_target, monkeypatch):
+    """Only a feed with a body to parse goes to a worker: a round where every feed is
+    unchanged writes its small results here and never starts one."""
+    urls = serve_feeds(server, 30)[:-1]  # (not the junk one: its body is parsed every time)
+    spy = Spy(monkeypatch)
+    with Aggregator.open(db=db_target, settings=SETTINGS, clock=Clock()) as agg:
+        for url in urls:
+            agg.add_feed(url, check=False)
+        first = agg.update(on_result=spy.on_result)
+        assert first.ok == 30 and spy.pids
+        spy.pids.clear()
+        again = agg.update(on_result=spy.on_result)
+        assert len(spy.offloads) == 2
+        assert again.not_modified == 30 and again.failed == 0
+        assert spy.pids == set() and spy.offloads[1].pids() == []  # never started
+        assert {f.last_status for f in agg.feeds()} == {Outcome.NOT_MODIFIED.value}
+
+
 PARENT = """
 import sys
 from aggregator.config import FetchSettings, Settings
