@@ -41,7 +41,8 @@ class FetchSettings:
     # Feeds fetched at once from one host (0: no per-host limit).
     per_host: int = 4
     # Processes that parse, normalize and store fetched feeds while the round goes on
-    # fetching (rounds of at least 100 feeds; 0: all of it in the fetching process).
+    # fetching, then write the stories while it clusters (rounds of at least 100 feeds; 0:
+    # all of it in the round's process).
     parse_processes: int = 1
     # Appended to the User-Agent, e.g. a contact URL or e-mail for server operators.
     user_agent_contact: str = ""

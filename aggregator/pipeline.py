@@ -226,23 +226,20 @@ class Offload:
         """Start the round's full-text indexing in a worker (it overlaps with the clustering
         stage); a future, or None when the workers are gone or were never needed (nothing
         was parsed: the round's process looks for what is left to index, quickly)."""
-        if self.broken or not self.used:
-            return None
-        try:
-            return self.pool.submit(_worker_index)
-        except BrokenProcessPool:
-            self.lost()
-            return None
+        return self._submit(_worker_index) if self.used else None
 
     def apply_clustering(
         self, rows: list, merged: list, now: datetime, generation: int | None
     ) -> Future | None:
         """Write a clustering batch's stories in a worker (ClusteringStage's ``apply``): the
         store's work overlaps the placing of the next batch. None when the workers are gone."""
+        return self._submit(_worker_apply, rows, merged, now, generation)
+
+    def _submit(self, fn, *args) -> Future | None:
         if self.broken:
             return None
         try:
-            fut = self.pool.submit(_worker_apply, rows, merged, now, generation)
+            fut = self.pool.submit(fn, *args)
         except BrokenProcessPool:
             self.lost()
             return None
