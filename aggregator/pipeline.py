@@ -264,7 +264,11 @@ class Offload:
     def lost(self) -> None:
         if not self.broken:
             self.broken = True
-            log.warning("a parsing process died; this round goes on in its own process")
+            log.warning(
+                "a parsing process died (killed, out of memory, or it could not start: a"
+                " script that runs rounds must run them under `if __name__ == '__main__':`);"
+                " this round goes on in its own process"
+            )
 
     def pids(self) -> list[int]:
         """The workers' process ids (for tests)."""
