@@ -256,3 +256,30 @@ def test_feed_text_is_not_read_as_markup(server, run_cli):
     out = run_cli("entries", "--format", "table").stdout
     assert "[link=http://evil]click[/link]" in out
     assert "[bold red]Evil[/bold red]" in out
+
+
+QUERY_ONLY = """
+import sys
+from aggregator.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    assert not e.code, e.code
+heavy = ("httpx", "feedparser", "aggregator.pipeline", "aggregator.fetch", "aggregator.clustering")
+print("loaded:", *[m for m in heavy if m in sys.modules])
+"""
+
+
+@pytest.mark.parametrize("args", [["stories", "--since", "24h"], ["search", "budget"], ["entries"]])
+def test_a_query_loads_nothing_a_round_needs(tmp_path, args):
+    """Queries start without the HTTP client, the parsers or the clusterer (importing them was
+    about half of a query's start-up)."""
+    db = str(tmp_path / "s.sqlite")
+    out = subprocess.run(
+        [sys.executable, "-c", QUERY_ONLY, "--db", db, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "loaded:", out.stdout
