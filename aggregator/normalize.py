@@ -11,9 +11,6 @@ import unicodedata
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from selectolax.lexbor import LexborHTMLParser
-from w3lib.url import canonicalize_url
-
 from .models import Entry, ParsedFeed, RawEntry
 
 # Query parameters that only track the reader, never select content. Matched case-insensitively;
@@ -143,6 +140,10 @@ def canonical_url(url: str | None, base: str | None = None) -> str | None:
 
 
 def _full_canonical_url(url: str) -> str | None:
+    # (imported here and in html_to_text, not at the top: a query command imports this module
+    # for feed_url and would spend ~30 ms loading w3lib, urllib.request and selectolax)
+    from w3lib.url import canonicalize_url
+
     try:
         parts = urlsplit(canonicalize_url(url, keep_fragments=False))
     except ValueError:
@@ -184,6 +185,9 @@ def clean_text(text: str) -> str:
     return " ".join(text.split())
 
 
+_html_parser = None  # selectolax's LexborHTMLParser, imported by the first html_to_text
+
+
 def html_to_text(html: str | None) -> str:
     """Plain text from an HTML fragment: entities decoded, scripts and styles dropped,
     block elements separated by a space, whitespace folded."""
@@ -191,7 +195,10 @@ def html_to_text(html: str | None) -> str:
         return ""
     if "<" not in html and "&" not in html:
         return clean_text(html)
-    tree = LexborHTMLParser(_BLOCK_TAG.sub(" <", html))
+    global _html_parser
+    if _html_parser is None:
+        from selectolax.lexbor import LexborHTMLParser as _html_parser
+    tree = _html_parser(_BLOCK_TAG.sub(" <", html))
     tree.strip_tags(_DROP_TAGS)
     root = tree.body or tree.root
     text = root.text(deep=True, separator="", strip=False) if root is not None else ""

@@ -265,7 +265,10 @@ try:
     main(sys.argv[1:])
 except SystemExit as e:
     assert not e.code, e.code
-heavy = ("httpx", "feedparser", "aggregator.pipeline", "aggregator.fetch", "aggregator.clustering")
+heavy = (
+    "httpx", "feedparser", "w3lib", "selectolax",
+    "aggregator.pipeline", "aggregator.fetch", "aggregator.clustering",
+)
 print("loaded:", *[m for m in heavy if m in sys.modules])
 """
 
