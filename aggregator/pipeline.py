@@ -217,10 +217,11 @@ class Offload:
             return None
         return cls(target, settings, n)
 
-    def process(self, fetch: FetchResult, now: datetime) -> Future:
-        """Parse and write a fetched feed in a worker (started by the first of them)."""
+    def process(self, fetch: FetchResult, now: datetime) -> Future | None:
+        """Parse and write a fetched feed in a worker (started by the first of them); None when
+        the workers are gone."""
         self.used = True
-        return self.pool.submit(_worker_process, fetch, now)
+        return self._submit(_worker_process, fetch, now)
 
     def index_pending(self):
         """Start the round's full-text indexing in a worker (it overlaps with the clustering
@@ -236,6 +237,8 @@ class Offload:
         return self._submit(_worker_apply, rows, merged, now, generation)
 
     def _submit(self, fn, *args) -> Future | None:
+        """``fn`` in a worker; None when the workers are gone. A task that dies with its worker
+        marks the pool lost (``_check``): the caller does that task, and the rest, itself."""
         if self.broken:
             return None
         try:
@@ -257,7 +260,6 @@ class Offload:
         try:
             future.result()
         except BrokenProcessPool:
-            self.lost()
             return False
         return True
 
@@ -364,15 +366,12 @@ async def run_round(
             # (a result with nothing to parse, a 304 or an error, is a small write: here, so
             # that a round of them never starts the worker at all)
             parse = fetch.outcome is Outcome.OK and fetch.body is not None
-            if offload is not None and not offload.broken and parse:
-                try:
-                    fut = asyncio.wrap_future(offload.process(fetch, clock()))
-                except BrokenProcessPool:
-                    offload.lost()
-                else:
-                    offloaded[fut] = fetch  # to do it again here if the worker dies
-                    fut.add_done_callback(lambda _: buffered.release())
-                    return fut
+            sent = offload.process(fetch, clock()) if offload is not None and parse else None
+            if sent is not None:
+                fut = asyncio.wrap_future(sent)
+                offloaded[fut] = fetch  # to do it again here if the worker dies
+                fut.add_done_callback(lambda _: buffered.release())
+                return fut
             fut = in_process(fetch)
             buffered.release()
             return fut
@@ -384,8 +383,7 @@ async def run_round(
                 fetch = offloaded.pop(fut, None)
                 try:
                     res = await fut
-                except BrokenProcessPool:
-                    offload.lost()
+                except BrokenProcessPool:  # (its worker died; the pool is marked lost)
                     res = await in_process(fetch)
                 results.append(res)
                 if on_result is not None:
