@@ -172,11 +172,16 @@ def test_three_workers_share_the_feeds_and_survive_a_kill(server, pg_url, tmp_pa
         )
         assert wire == SHARED * rnd
 
-    # the work was shared: by the daemons' own logs, several workers fetched feeds
-    per_worker = [
-        sum(len(rec.get("fetched", ())) for rec in w.lines if rec.get("event") == "round")
-        for w in workers
-    ]
+    # the work was shared: by the daemons' own logs, several workers fetched feeds (a round's
+    # log line comes once its round has returned, which can be after the store has settled)
+    def logged() -> list[int]:
+        return [
+            sum(len(rec.get("fetched", ())) for rec in list(w.lines) if rec.get("event") == "round")
+            for w in workers
+        ]
+
+    wait_until(lambda: sum(logged()) == 2 * FEEDS or logged(), 30, "the rounds' log lines")
+    per_worker = logged()
     assert sum(per_worker) == 2 * FEEDS and sum(n > 0 for n in per_worker) >= 2, per_worker
     assert all(w.proc.poll() is None for w in workers)
 
