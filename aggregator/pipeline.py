@@ -139,8 +139,8 @@ OFFLOAD_MIN_FEEDS = 100  # smaller rounds parse in-process: starting a process c
 # A cold round spends as much CPU parsing, normalizing and writing feeds as fetching them. With
 # ``fetch.parse_processes``, fetched results go to a process pool whose workers each hold their
 # own connection to the store and run the same ``prepare_result`` + ``write_result`` (the same
-# transaction per feed); the round's process only fetches. Only the small FeedUpdateResult
-# comes back. A worker that dies (killed, out of memory) costs nothing: its feeds in flight are
+# transaction per feed); the round's process fetches, and parses feeds itself only while the
+# workers are behind (see run_round). Only the small FeedUpdateResult comes back. A worker that dies (killed, out of memory) costs nothing: its feeds in flight are
 # processed again in this process (a feed's write is idempotent), and so is the rest of the
 # round.
 
@@ -206,8 +206,9 @@ class Offload:
             initializer=_worker_init,
             initargs=(target, settings),
         )
+        self.processes = processes
         self.broken = False
-        self.used = False  # a feed was sent to the workers (which start with the first)
+        self.sent = 0  # feeds sent to the workers (which start with the first)
 
     @classmethod
     def for_round(cls, store: Store, settings: Settings, feeds: int) -> Offload | None:
@@ -220,14 +221,14 @@ class Offload:
     def process(self, fetch: FetchResult, now: datetime) -> Future | None:
         """Parse and write a fetched feed in a worker (started by the first of them); None when
         the workers are gone."""
-        self.used = True
+        self.sent += 1
         return self._submit(_worker_process, fetch, now)
 
     def index_pending(self):
         """Start the round's full-text indexing in a worker (it overlaps with the clustering
         stage); a future, or None when the workers are gone or were never needed (nothing
         was parsed: the round's process looks for what is left to index, quickly)."""
-        return self._submit(_worker_index) if self.used else None
+        return self._submit(_worker_index) if self.sent else None
 
     def apply_clustering(
         self, rows: list, merged: list, now: datetime, generation: int | None
@@ -339,6 +340,17 @@ async def run_round(
         # the workers need a queue deep enough to stay busy; the bodies in it are bounded by
         # ``buffered``, released as each is written
         backlog = 2 * settings.fetch.concurrency if offload is not None else WRITE_BACKLOG
+        # The workers' feeds not done yet (their pool's futures, done as soon as a worker is,
+        # not when this loop gets to them). With half the backlog waiting there, the workers
+        # are the round's bottleneck: this process, idle but for fetching, parses and writes
+        # the next feed itself (on the writer thread), so both cores work while it fetches.
+        queued: deque[Future] = deque()
+        full = max(backlog // 2, 2 * offload.processes) if offload is not None else 0
+
+        def workers_busy() -> bool:
+            while queued and queued[0].done():
+                queued.popleft()
+            return len(queued) >= full and sum(not f.done() for f in queued) >= full
 
         def stopping() -> bool:
             return stop is not None and stop.is_set()
@@ -366,8 +378,18 @@ async def run_round(
             # (a result with nothing to parse, a 304 or an error, is a small write: here, so
             # that a round of them never starts the worker at all)
             parse = fetch.outcome is Outcome.OK and fetch.body is not None
-            sent = offload.process(fetch, clock()) if offload is not None and parse else None
+            sent = None
+            if offload is not None and parse:
+                if workers_busy():
+                    # parsed on the writer thread, not the loop's: a transaction held while
+                    # its thread waits for the GIL would stall the workers' writes
+                    now = clock()
+                    fut = loop.run_in_executor(writer, process_result, store, fetch, now, settings)
+                    fut.add_done_callback(lambda _: buffered.release())
+                    return fut
+                sent = offload.process(fetch, clock())
             if sent is not None:
+                queued.append(sent)
                 fut = asyncio.wrap_future(sent)
                 offloaded[fut] = fetch  # to do it again here if the worker dies
                 fut.add_done_callback(lambda _: buffered.release())

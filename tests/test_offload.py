@@ -32,9 +32,9 @@ IN_PROCESS = dataclasses.replace(
 )
 
 
-def serve_feeds(server, n: int, delay: float = 0.0) -> list[str]:
+def serve_feeds(server, n: int, delay: float = 0.0, items: int = 3) -> list[str]:
     def handler(i):
-        body = rss(f"Outlet {i}", simple_items(3, f"Outlet {i} story"))
+        body = rss(f"Outlet {i}", simple_items(items, f"Outlet {i} story"))
 
         def respond(request):
             time.sleep(delay)
@@ -121,6 +121,33 @@ def test_offloaded_round_stores_what_an_in_process_round_stores(
         return sorted((r.url, r.outcome, r.new_entries, r.error) for r in s.results)
 
     assert rows(summary) == rows(reference)
+
+
+def test_this_process_parses_too_while_the_worker_is_behind(
+    server, db_target, tmp_path, monkeypatch
+):
+    """Fetching is quicker than parsing: once the worker has half the backlog waiting, the
+    round's process parses and writes feeds itself (both cores work), and the store ends up
+    just as a round that parsed everything in one place leaves it."""
+    urls = serve_feeds(server, 40, items=150)[:-1]  # big feeds: parsing is the slow part
+    spy = Spy(monkeypatch)
+    with Aggregator.open(db=db_target, settings=SETTINGS, clock=Clock()) as agg:
+        for url in urls:
+            agg.add_feed(url, check=False)
+        summary = agg.update(on_result=spy.on_result)
+        shared = stored(agg)
+    (off,) = spy.offloads
+    assert summary.ok == 40 and summary.new_entries == 40 * 150 and summary.failed == 0
+    assert 0 < off.sent < 40, off.sent  # some feeds went to the worker, some were done here
+    assert spy.pids and os.getpid() not in spy.pids
+
+    with Aggregator.open(
+        db=str(tmp_path / "in-process.sqlite"), settings=IN_PROCESS, clock=Clock()
+    ) as agg:
+        for url in urls:
+            agg.add_feed(url, check=False)
+        agg.update()
+        assert stored(agg) == shared
 
 
 def test_a_parsing_process_that_dies_costs_no_feed(server, db_target, monkeypatch, caplog):
