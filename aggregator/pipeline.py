@@ -140,9 +140,9 @@ OFFLOAD_MIN_FEEDS = 100  # smaller rounds parse in-process: starting a process c
 # ``fetch.parse_processes``, fetched results go to a process pool whose workers each hold their
 # own connection to the store and run the same ``prepare_result`` + ``write_result`` (the same
 # transaction per feed); the round's process fetches, and parses feeds itself only while the
-# workers are behind (see run_round). Only the small FeedUpdateResult comes back. A worker that dies (killed, out of memory) costs nothing: its feeds in flight are
-# processed again in this process (a feed's write is idempotent), and so is the rest of the
-# round.
+# workers are behind (see run_round). Only the small FeedUpdateResult comes back. A worker that
+# dies (killed, out of memory) costs nothing: its feeds in flight are processed again in this
+# process (a feed's write is idempotent), and so is the rest of the round.
 
 _worker_store: Store | None = None
 _worker_settings: Settings | None = None
