@@ -144,3 +144,34 @@ def test_indexing_in_several_transactions_indexes_everything_once(tmp_path, monk
         assert db.execute("SELECT count(*) FROM entries_fts").fetchone()[0] == 40
     assert len(store.search("harbour")) == 40
     store.close()
+
+
+def test_the_last_second_is_looked_at_again_but_not_indexed_again(tmp_path):
+    """The newest second indexed is looked at again by the next run (another process may
+    still write in it), but only what changed in it is indexed again: a big round's last
+    second was indexed again by every quiet round after it (0.45 s each at 1,000 feeds)."""
+    from datetime import UTC, datetime, timedelta
+
+    from aggregator.store import open_store
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    store = open_store(tmp_path / "s.sqlite")
+    f = store.add_feed("https://x.example/f", None, now)
+    entries = [
+        make_entry(f.id, i, now - timedelta(minutes=i), title=f"harbour {i}") for i in range(30)
+    ]
+    store_entries(store, f, entries, now)
+    assert store.index_pending() == 30
+    assert store.index_pending() == 0  # the same second, unchanged: nothing to do (was 30)
+
+    # another connection (another process) updates an entry within that same second
+    other = open_store(tmp_path / "s.sqlite")
+    changed = make_entry(
+        f.id, 7, now - timedelta(minutes=7), title="lighthouse 7", content_hash="7b"
+    )
+    store_entries(other, f, [changed], now)
+    other.close()
+    assert store.index_pending() == 1
+    assert [h.entry.title for h in store.search("lighthouse")] == ["lighthouse 7"]
+    assert len(store.search("harbour")) == 29
+    store.close()

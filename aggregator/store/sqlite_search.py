@@ -24,8 +24,10 @@ class SearchMixin:
 
     def index_pending(self) -> int:
         """(Re)index entries changed since the last run; returns how many. The newest second
-        seen is indexed again next time, so an entry changed later within that same second is
-        not missed (re-indexing is idempotent: delete, then insert). One transaction per
+        seen is looked at again next time, so that an entry changed later within that same
+        second (by another process) is not missed: those of its entries whose indexed title
+        and summary are still theirs are left as they are (a big round's last second held
+        thousands, indexed again by every quiet round after it). One transaction per
         INDEX_TRANSACTION entries, so that another writer (the clustering stage, while a worker
         process indexes) never waits long; the mark moves only once all of them are in, so a
         crash midway means indexing those entries again, not missing them."""
@@ -35,7 +37,15 @@ class SearchMixin:
         if top is None or top < mark:
             return 0
         ids = [
-            r[0] for r in self.db.execute("SELECT id FROM entries WHERE last_changed >= ?", (mark,))
+            r[0]
+            for r in self.db.execute(
+                "SELECT id FROM entries WHERE last_changed > ?"
+                " UNION ALL"
+                " SELECT e.id FROM entries e LEFT JOIN entries_fts f ON f.rowid = e.id"
+                " WHERE e.last_changed = ? AND (f.rowid IS NULL OR f.title IS NOT e.title"
+                " OR f.summary IS NOT e.summary)",
+                (mark, mark),
+            )
         ]
         for start in range(0, len(ids), INDEX_TRANSACTION):
             batch = ids[start : start + INDEX_TRANSACTION]
