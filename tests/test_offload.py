@@ -84,9 +84,17 @@ def stored(agg: Aggregator) -> tuple:
     )
     entries = sorted(
         (e.feed_title, e.key, e.title, e.summary, e.url, e.published, e.first_seen)
-        for e in agg.entries(limit=1000)
+        for e in agg.entries(limit=100_000)
     )
     return feeds, entries
+
+
+def subscribe_and_update(db: str, settings: Settings, urls: list[str], on_result=None):
+    """One round over ``urls``, subscribed in a fresh store: its summary and what it stored."""
+    with Aggregator.open(db=db, settings=settings, clock=Clock()) as agg:
+        for url in urls:
+            agg.add_feed(url, check=False)
+        return agg.update(on_result=on_result), stored(agg)
 
 
 def test_offloaded_round_stores_what_an_in_process_round_stores(
@@ -94,11 +102,7 @@ def test_offloaded_round_stores_what_an_in_process_round_stores(
 ):
     urls = serve_feeds(server, 30)
     spy = Spy(monkeypatch)
-    with Aggregator.open(db=db_target, settings=SETTINGS, clock=Clock()) as agg:
-        for url in urls:
-            agg.add_feed(url, check=False)
-        summary = agg.update(on_result=spy.on_result)
-        offloaded = stored(agg)
+    summary, offloaded = subscribe_and_update(db_target, SETTINGS, urls, spy.on_result)
     assert len(spy.offloads) == 1
     assert spy.pids and os.getpid() not in spy.pids  # the parsing did happen elsewhere
     assert summary.ok == 30 and summary.new_entries == 90 and summary.failed == 1
@@ -109,13 +113,10 @@ def test_offloaded_round_stores_what_an_in_process_round_stores(
         with sqlite3.connect(db_target) as db:
             assert db.execute("SELECT count(*) FROM entries_fts").fetchone()[0] == 90
 
-    with Aggregator.open(
-        db=str(tmp_path / "in-process.sqlite"), settings=IN_PROCESS, clock=Clock()
-    ) as agg:
-        for url in urls:
-            agg.add_feed(url, check=False)
-        reference = agg.update()
-        assert stored(agg) == offloaded
+    reference, in_process = subscribe_and_update(
+        str(tmp_path / "in-process.sqlite"), IN_PROCESS, urls
+    )
+    assert in_process == offloaded
 
     def rows(s):
         return sorted((r.url, r.outcome, r.new_entries, r.error) for r in s.results)
@@ -131,23 +132,14 @@ def test_this_process_parses_too_while_the_worker_is_behind(
     just as a round that parsed everything in one place leaves it."""
     urls = serve_feeds(server, 40, items=150)[:-1]  # big feeds: parsing is the slow part
     spy = Spy(monkeypatch)
-    with Aggregator.open(db=db_target, settings=SETTINGS, clock=Clock()) as agg:
-        for url in urls:
-            agg.add_feed(url, check=False)
-        summary = agg.update(on_result=spy.on_result)
-        shared = stored(agg)
+    summary, shared = subscribe_and_update(db_target, SETTINGS, urls, spy.on_result)
     (off,) = spy.offloads
     assert summary.ok == 40 and summary.new_entries == 40 * 150 and summary.failed == 0
     assert 0 < off.sent < 40, off.sent  # some feeds went to the worker, some were done here
     assert spy.pids and os.getpid() not in spy.pids
 
-    with Aggregator.open(
-        db=str(tmp_path / "in-process.sqlite"), settings=IN_PROCESS, clock=Clock()
-    ) as agg:
-        for url in urls:
-            agg.add_feed(url, check=False)
-        agg.update()
-        assert stored(agg) == shared
+    _, in_process = subscribe_and_update(str(tmp_path / "in-process.sqlite"), IN_PROCESS, urls)
+    assert in_process == shared
 
 
 def test_a_parsing_process_that_dies_costs_no_feed(server, db_target, monkeypatch, caplog):

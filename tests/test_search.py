@@ -123,22 +123,32 @@ def test_only_the_newest_matches_are_ranked(db_target, monkeypatch):
     store.close()
 
 
+def harbour_store(path, n: int, now):
+    """A SQLite store at ``path`` with one feed of ``n`` entries titled "harbour <i>", written
+    at ``now``, not indexed yet: (store, feed)."""
+    from datetime import timedelta
+
+    from aggregator.store import open_store
+
+    store = open_store(path)
+    f = store.add_feed("https://x.example/f", None, now)
+    entries = [
+        make_entry(f.id, i, now - timedelta(minutes=i), title=f"harbour {i}") for i in range(n)
+    ]
+    store_entries(store, f, entries, now)
+    return store, f
+
+
 def test_indexing_in_several_transactions_indexes_everything_once(tmp_path, monkeypatch):
     """SQLite indexes a round in transactions of INDEX_TRANSACTION entries (another writer waits
     at most one of them); every entry is found, once, and the mark moves only at the end."""
     import sqlite3
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime
 
-    from aggregator.store import open_store, sqlite_search
+    from aggregator.store import sqlite_search
 
     monkeypatch.setattr(sqlite_search, "INDEX_TRANSACTION", 7)
-    now = datetime.now(UTC)
-    store = open_store(tmp_path / "s.sqlite")
-    f = store.add_feed("https://x.example/f", None, now)
-    entries = [
-        make_entry(f.id, i, now - timedelta(minutes=i), title=f"harbour {i}") for i in range(40)
-    ]
-    store_entries(store, f, entries, now)
+    store, _ = harbour_store(tmp_path / "s.sqlite", 40, datetime.now(UTC))
     assert store.index_pending() == 40
     with sqlite3.connect(tmp_path / "s.sqlite") as db:
         assert db.execute("SELECT count(*) FROM entries_fts").fetchone()[0] == 40
@@ -155,12 +165,7 @@ def test_the_last_second_is_looked_at_again_but_not_indexed_again(tmp_path):
     from aggregator.store import open_store
 
     now = datetime.now(UTC).replace(microsecond=0)
-    store = open_store(tmp_path / "s.sqlite")
-    f = store.add_feed("https://x.example/f", None, now)
-    entries = [
-        make_entry(f.id, i, now - timedelta(minutes=i), title=f"harbour {i}") for i in range(30)
-    ]
-    store_entries(store, f, entries, now)
+    store, f = harbour_store(tmp_path / "s.sqlite", 30, now)
     assert store.index_pending() == 30
     assert store.index_pending() == 0  # the same second, unchanged: nothing to do (was 30)
 
