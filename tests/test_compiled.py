@@ -53,6 +53,19 @@ def test_the_compiled_build_is_in_use():
     assert cluster.source_digest() == sys.modules[cluster.Clusterer.__module__].SOURCE_DIGEST
 
 
+def test_the_compiled_build_has_the_types_of_cluster_pxd():
+    """The build must be typed by cluster.pxd, not only compiled: its classes are C types
+    (cdef classes: fixed, with typed fields). Before setup.py put the copy in a package,
+    Cython did not find the .pxd and built the untyped Python as is, silently."""
+    need_compiled()
+    st = cluster.StoryState(1, 0.0, 0.0)
+    with pytest.raises(TypeError):
+        st.n = "three"  # a C integer field (a Python class would take it)
+    with pytest.raises(TypeError):
+        cluster.Clusterer.extra = 1  # a C type cannot be given attributes
+    assert not hasattr(st, "__dict__")
+
+
 def test_pure_and_compiled_place_every_entry_alike_and_read_each_others_dumps():
     need_compiled()
     pure = pure_module()

@@ -4,6 +4,9 @@
 cimport cython
 
 
+cpdef list _top(dict acc, Py_ssize_t k)
+
+
 cdef class StoryState:
     cdef public object id
     cdef public double first
@@ -25,9 +28,9 @@ cdef class Clusterer:
     cdef public dict stories
     cdef public dict postings
     cdef public Py_ssize_t _index_cap
-    cdef public object df
-    cdef public object sf
-    cdef public object _stale
+    cdef public dict df
+    cdef public dict sf
+    cdef public dict _stale
     cdef public dict url_story
     cdef public dict merged_into
     cdef public set blocked
@@ -43,12 +46,23 @@ cdef class Clusterer:
     cdef public Py_ssize_t _next_epoch
     cdef public double _lift
 
+    @cython.locals(isf=double, ief=double)
+    cpdef double idf(self, str token)
+
+    cpdef bint _active(self, StoryState st, double t)
+
+    @cython.locals(n=Py_ssize_t, cut=double)
+    cpdef dict _core(self, StoryState st)
+
+    cpdef _after_growth(self, StoryState st, double t)
+
     @cython.locals(total=double, w=double, unseen=double, fw=double)
     cpdef tuple _weights(self, f)
 
     @cython.locals(total=double, kappa=double, skipped=double, w=double, share=double, a=double,
                    bound=double, floor=double, exact=double, best_score=double, score=double,
-                   lookups=Py_ssize_t, max_post=Py_ssize_t, max_lookups=Py_ssize_t, st=StoryState, n=Py_ssize_t)
+                   lookups=Py_ssize_t, max_post=Py_ssize_t, max_lookups=Py_ssize_t, st=StoryState, n=Py_ssize_t,
+                   acc=dict)
     cpdef tuple _best_story(self, f, double t)
 
     @cython.locals(core_hit=double, core=double, score=double, ratio=double, gap_h=double,
@@ -58,4 +72,5 @@ cdef class Clusterer:
     @cython.locals(total=double, w=double, share=double)
     cpdef tuple _core_weights(self, StoryState st)
 
+    @cython.locals(df=dict, sf=dict, postings=dict, tokens=dict)
     cpdef _join(self, StoryState st, item, f, double t)

@@ -45,7 +45,6 @@ import os
 import pickle
 import sys
 from array import array
-from collections import defaultdict
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -290,9 +289,10 @@ class Clusterer:
         # most of the index's memory); the list comes back when the token is rare again.
         self.postings: dict[str, list[StoryState]] = {}
         self._index_cap = 4 * self.s.max_postings
-        self.df: dict[str, int] = defaultdict(int)  # entries (in the window) with the token
-        self.sf: dict[str, int] = defaultdict(int)  # active stories with the token
-        self._stale: dict[str, int] = defaultdict(int)  # evicted stories still in a posting list
+        # (plain dicts, not defaultdicts: the compiled build reads and writes them directly)
+        self.df: dict[str, int] = {}  # entries (in the window) with the token
+        self.sf: dict[str, int] = {}  # active stories with the token
+        self._stale: dict[str, int] = {}  # evicted stories still in a posting list
         self.url_story: dict[str, int] = {}
         self.merged_into: dict[int, int] = {}  # absorbed story -> surviving story
         self.blocked: set[frozenset[int]] = set()  # story pairs never to merge (user splits)
@@ -514,12 +514,12 @@ class Clusterer:
         if st.core is tokens:  # the cached core shares this dict: keep it as it is
             st.core = dict(tokens)
         for tok, w in f.weights.items():
-            df[tok] += 1
+            df[tok] = df.get(tok, 0) + 1
             if tok in tokens:
                 tokens[tok] += w
             else:
                 tokens[tok] = w
-                live = sf[tok] = sf[tok] + 1
+                live = sf[tok] = sf.get(tok, 0) + 1
                 posting = postings.get(tok)
                 if posting is not None:
                     if live > cap:  # too common to look up: stop indexing it
@@ -551,7 +551,7 @@ class Clusterer:
             return None, 0.0, ""
         max_post, max_lookups = self.s.max_postings, self.s.lookup_tokens
         kappa = self.s.kappa
-        acc: dict[StoryState, float] = defaultdict(float)
+        acc: dict[StoryState, float] = {}
         skipped = 0.0  # weight of tokens not looked up: counted in the bound below
         not_looked_up: list[tuple[str, float]] = []
         lookups = 0
@@ -574,7 +574,7 @@ class Clusterer:
                 if st.evicted:
                     continue
                 share = kappa * st.tokens[tok] / st.n
-                acc[st] += w if share >= 1.0 else w * share
+                acc[st] = acc.get(st, 0.0) + (w if share >= 1.0 else w * share)
         if not acc:
             return None, 0.0, ""
         best, best_score, best_why = None, 0.0, None
@@ -694,7 +694,7 @@ class Clusterer:
         q, total = self._core_weights(st)
         if not total:
             return None, 0.0
-        acc: dict[StoryState, float] = defaultdict(float)
+        acc: dict[StoryState, float] = {}
         kappa = self.s.kappa
         max_post = self.s.max_postings
         sf = self.sf
@@ -704,7 +704,7 @@ class Clusterer:
             for o in self.postings.get(tok, ()):
                 if o is not st and not o.evicted:
                     share = kappa * o.tokens[tok] / o.n
-                    acc[o] += w if share >= 1.0 else w * share
+                    acc[o] = acc.get(o, 0.0) + (w if share >= 1.0 else w * share)
         best, best_score = None, 0.0
         blocked = self.blocked
         tokens, n = st.tokens, st.n
@@ -739,7 +739,7 @@ class Clusterer:
         gone.evicted = True
         sf, stale, postings = self.sf, self._stale, self.postings
         for tok, c in gone.tokens.items():
-            stale[tok] += 1
+            stale[tok] = stale.get(tok, 0) + 1
             if tok in keep.tokens:
                 keep.tokens[tok] += c
                 sf[tok] -= 1
@@ -796,7 +796,7 @@ class Clusterer:
             st.evicted = True
             for tok in st.tokens:
                 sf[tok] -= 1
-                stale[tok] += 1
+                stale[tok] = stale.get(tok, 0) + 1
                 touched.add(tok)
             for url in st.urls:
                 if self.url_story.get(url) in gone:
@@ -827,7 +827,7 @@ class Clusterer:
 
 # -- the compiled build --------------------------------------------------------------------------
 #
-# setup.py compiles a copy of this file, typed by cluster.pxd, as ``_ccluster``: about 1.2x the
+# setup.py compiles a copy of this file, typed by cluster.pxd, as ``_ccluster``: about 1.4x the
 # entries per second, the same stories. Its Clusterer and StoryState replace the ones above (the
 # rest stays: settings, items and assignments are plain data) when it was built from this file
 # and cluster.pxd as they are now (an edited source is never shadowed by an old build) and
@@ -865,6 +865,8 @@ IMPLEMENTATION, WHY_PURE = "pure Python", ""
 if __name__ == "aggregator.dedup.cluster":  # not in the compiled copy itself
     _build, WHY_PURE = _compiled_build()
     if _build is not None:
-        Clusterer, StoryState = _build.Clusterer, _build.StoryState  # type: ignore[misc]
+        # (through globals(): in the compiled copy these names are its cdef classes, which
+        # Cython refuses to see assigned, even in a branch that never runs there)
+        globals().update(Clusterer=_build.Clusterer, StoryState=_build.StoryState)
         IMPLEMENTATION = "compiled"
     del _build
