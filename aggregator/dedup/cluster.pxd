@@ -62,7 +62,7 @@ cdef class Clusterer:
     @cython.locals(total=double, kappa=double, skipped=double, w=double, share=double, a=double,
                    bound=double, floor=double, exact=double, best_score=double, score=double,
                    lookups=Py_ssize_t, max_post=Py_ssize_t, max_lookups=Py_ssize_t, st=StoryState, n=Py_ssize_t,
-                   acc=dict)
+                   acc=dict, c=double)
     cpdef tuple _best_story(self, f, double t)
 
     @cython.locals(core_hit=double, core=double, score=double, ratio=double, gap_h=double,

@@ -573,8 +573,10 @@ class Clusterer:
             for st in posting:
                 if st.evicted:
                     continue
-                share = kappa * st.tokens[tok] / st.n
-                acc[st] = acc.get(st, 0.0) + (w if share >= 1.0 else w * share)
+                c = st.tokens[tok]  # (locals the compiled build keeps as C doubles)
+                share = kappa * c / st.n
+                a = acc.get(st, 0.0)
+                acc[st] = a + (w if share >= 1.0 else w * share)
         if not acc:
             return None, 0.0, ""
         best, best_score, best_why = None, 0.0, None
