@@ -48,13 +48,12 @@ def compiled_extensions() -> list[Extension]:
     # Cython finds the .pxd that types the copy by the copy's module name, which it reads from
     # the packages (folders with an __init__.py) the copy sits in: without them the .pxd was
     # silently left out, and the build was untyped Python compiled as is.
-    for name, text in (
-        ("../__init__.py", ""),
-        ("__init__.py", ""),
-        ("_ccluster.py", copy),
-        ("_ccluster.pxd", (DEDUP / "cluster.pxd").read_text(encoding="utf-8")),
+    for path, text in (
+        (out.parent / "__init__.py", ""),
+        (out / "__init__.py", ""),
+        (out / "_ccluster.py", copy),
+        (out / "_ccluster.pxd", (DEDUP / "cluster.pxd").read_text(encoding="utf-8")),
     ):
-        path = out / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8")
     ext = Extension("aggregator.dedup._ccluster", [str((out / "_ccluster.py").relative_to(HERE))])
