@@ -364,6 +364,10 @@ class Clusterer:
         frequency dicts held a memo entry per token: +25 MB at the end of a 250,000-entry
         round), and neither writing nor reading holds more than one chunk's temporary
         objects. The URL map is not written: ``load`` derives it from the stories."""
+        with gc_paused():  # (the collector would walk the whole state, many times)
+            self._dump(f, chunk)
+
+    def _dump(self, f, chunk: int) -> None:
         dump = functools.partial(pickle.dump, file=f, protocol=pickle.HIGHEST_PROTOCOL)
         df, sf, idf = self.df, self.sf, self._idf
         nan = math.nan
@@ -397,6 +401,11 @@ class Clusterer:
     def load(cls, f, settings: ClusterSettings) -> Clusterer:
         """A clusterer from what ``dump`` wrote. Raises on a truncated or foreign file
         (pickle errors, EOFError, ValueError)."""
+        with gc_paused():  # (a load makes millions of objects, none of them garbage)
+            return cls._load(f, settings)
+
+    @classmethod
+    def _load(cls, f, settings: ClusterSettings) -> Clusterer:
         head = pickle.load(f)
         c = cls(settings)
         for name in cls._SCALARS:
