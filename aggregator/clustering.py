@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 from itertools import islice
 
 from .dedup import cluster as _cluster_code
-from .dedup.cluster import Clusterer, ClusterSettings, Item
+from .dedup.cluster import Clusterer, ClusterSettings, Item, gc_paused
 from .errors import ClusterConflictError
 from .models import ClusterItem
 from .store.base import Store
@@ -182,40 +182,45 @@ class ClusteringStage:
         # batch (in clustering order), whose entries are still without a story until then.
         pending = store.unclustered(limit=batch)
         gen = store.cluster_generation()
-        while pending or writing is not None:
-            try:
-                if not pending:
+        # The cyclic garbage collector is paused meanwhile: what a batch makes and drops (rows,
+        # items, assignments) is acyclic and freed at once, while each collection pass between
+        # batches walked the clusterer's millions of long-lived objects (0.35 s of collections
+        # in a 50,000-entry round here).
+        with gc_paused():
+            while pending or writing is not None:
+                try:
+                    if not pending:
+                        settle()
+                        break
+                    c = self.clusterer
+                    earliest = pending[0].published
+                    if c is None or gen != self.generation or not _covers(c, earliest):
+                        settle()  # the rebuild reads the stories, the last batch's included
+                        c = self._restore(store, earliest) or self._fresh(store, earliest)
+                        self.clusterer, self.generation = c, gen
+                    placed = c.add_many(map(to_item, pending))
+                    rows = [(eid, c.resolve(sid), score, why) for eid, sid, score, why in placed]
+                    merged = [(gone, c.resolve(gone)) for gone in c.merged_into]
+                    c.merged_into.clear()
                     settle()
-                    break
-                c = self.clusterer
-                earliest = pending[0].published
-                if c is None or gen != self.generation or not _covers(c, earliest):
-                    settle()  # the rebuild reads the stories, the last batch's included
-                    c = self._restore(store, earliest) or self._fresh(store, earliest)
-                    self.clusterer, self.generation = c, gen
-                placed = c.add_many(map(to_item, pending))
-                rows = [(eid, c.resolve(sid), score, why) for eid, sid, score, why in placed]
-                merged = [(gone, c.resolve(gone)) for gone in c.merged_into]
-                c.merged_into.clear()
-                settle()
-                n, last = len(pending), pending[-1]
-                pending = []
-                if n == batch:
-                    pending = store.unclustered(batch, after=(last.published, last.entry_id))
+                    n, last = len(pending), pending[-1]
+                    pending = []
+                    if n == batch:
+                        pending = store.unclustered(batch, after=(last.published, last.entry_id))
+                        gen = store.cluster_generation()
+                    args = (rows, merged, now, self.generation)
+                    writing = (apply(*args) if apply is not None else None, args, n, len(merged))
+                    if writing[0] is None:
+                        settle()  # written here, now
+                    self.unsaved = True
+                except ClusterConflictError:  # a correction came in: rebuild, place again
+                    writing, self.clusterer = None, None
+                    conflicts += 1
+                    if conflicts > 3:
+                        raise
+                    pending = store.unclustered(limit=batch)
                     gen = store.cluster_generation()
-                args = (rows, merged, now, self.generation)
-                writing = (apply(*args) if apply is not None else None, args, n, len(merged))
-                if writing[0] is None:
-                    settle()  # written here, now
-                self.unsaved = True
-            except ClusterConflictError:  # a correction came in: rebuild, place again
-                writing, self.clusterer = None, None
-                conflicts += 1
-                if conflicts > 3:
+                except BaseException:
+                    self.clusterer = None  # memory and store may disagree now: rebuild next time
                     raise
-                pending = store.unclustered(limit=batch)
-                gen = store.cluster_generation()
-            except BaseException:
-                self.clusterer = None  # memory and store may disagree now: rebuild next time
-                raise
         return ClusterSummary(total, touched, merges, time.perf_counter() - started)
