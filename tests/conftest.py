@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -25,6 +26,29 @@ if os.environ.get("AGGREGATOR_SHARED_DATA"):
     SHARED_DATA = Path(os.environ["AGGREGATOR_SHARED_DATA"])
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def collections_during(threshold: int = 50):
+    """The generations the cyclic garbage collector collects during the block, in a list, at a
+    low threshold (a block that leaves the collector on collects many times over). Allocation
+    counts start from zero (a collection first, not counted)."""
+    runs: list[int] = []
+
+    def count(phase, info):
+        if phase == "start":
+            runs.append(info["generation"])
+
+    was = gc.get_threshold()
+    gc.set_threshold(threshold, 2, 2)
+    gc.collect()
+    gc.callbacks.append(count)
+    try:
+        yield runs
+    finally:
+        gc.callbacks.remove(count)
+        gc.set_threshold(*was)
+
 
 # The PostgreSQL server the postgres tests use; .ci/run makes them required.
 PG_URL = os.environ.get("AGGREGATOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

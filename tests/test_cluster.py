@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from aggregator.dedup.cluster import Clusterer, ClusterSettings, Item
 from aggregator.dedup.text import features, first_words, stem, words
 
+from .conftest import collections_during
+
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
 # Unrelated headlines, so that token statistics look like a real stream.
@@ -326,30 +328,13 @@ def test_dump_and_load_do_not_run_the_cyclic_collector():
 
     c = Clusterer()
     c.add_many(synthetic_stream(600))
-    runs = []
-
-    def count(phase, info):
-        if phase == "start":
-            runs.append(info["generation"])
-
-    was = gc.get_threshold()
-    gc.set_threshold(50, 2, 2)  # would collect many times over in a load of 600 entries
-    gc.callbacks.append(count)
-    try:
-        buf = io.BytesIO()
-        gc.collect()  # (allocation counts from zero: the few objects before the pause are
-        runs.clear()  # not enough for a collection)
+    buf = io.BytesIO()
+    with collections_during() as during_dump:
         c.dump(buf, chunk=50)
-        during_dump = list(runs)
-        buf.seek(0)
-        gc.collect()
-        runs.clear()
+    buf.seek(0)
+    with collections_during() as during_load:
         loaded = Clusterer.load(buf, ClusterSettings())
-        during_load = list(runs)
-        assert gc.isenabled()  # on again afterwards
-    finally:
-        gc.callbacks.remove(count)
-        gc.set_threshold(*was)
+    assert gc.isenabled()  # on again afterwards
     # (at most the one the allocations made meanwhile trigger once the pause is over)
     assert len(during_dump) <= 1 and len(during_load) <= 1, (during_dump, during_load)
     assert loaded.stories.keys() == c.stories.keys()

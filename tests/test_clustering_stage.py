@@ -18,7 +18,7 @@ from aggregator.errors import ClusterConflictError
 from aggregator.pipeline import Offload
 from aggregator.store import open_store
 
-from .conftest import make_entry, store_entries
+from .conftest import collections_during, make_entry, store_entries
 
 T = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
 NOW = T + timedelta(days=1)
@@ -98,26 +98,9 @@ def test_small_batches_store_the_stories_one_batch_stores(db_target, tmp_path, w
 def test_the_stage_places_its_batches_without_running_the_cyclic_collector(tmp_path):
     # between batches, a collection pass walked the clusterer's long-lived objects (millions
     # of them in a big window); what a batch drops is acyclic and freed anyway
-    import gc
-
     store = fill(str(tmp_path / "gc.sqlite"))
-    runs = []
-
-    def count(phase, info):
-        if phase == "start":
-            runs.append(info["generation"])
-
-    was = gc.get_threshold()
-    gc.set_threshold(50, 2, 2)
-    gc.callbacks.append(count)
-    try:
-        gc.collect()
-        runs.clear()
+    with collections_during() as during:
         summary = ClusteringStage().run(store, NOW, batch=7)  # 15 batches, 15 store reads
-        during = list(runs)
-    finally:
-        gc.callbacks.remove(count)
-        gc.set_threshold(*was)
     assert summary.entries == EVENTS * OUTLETS and stories(store) == expected()
     # (at most the one the allocations made meanwhile trigger once the pause is over)
     assert len(during) <= 1, during
