@@ -232,9 +232,13 @@ class Aggregator:
         on_start: Callable[[int], None] | None = None,
         due_only: bool = False,
         stop: threading.Event | None = None,
+        keep_clusterer: bool = True,
     ) -> RoundSummary:
         """One round: every live feed (or the given ones, or with ``due_only`` the ones whose
-        scheduled check has come), then clustering. ``stop`` cancels fetches in flight."""
+        scheduled check has come), then clustering. ``stop`` cancels fetches in flight.
+        ``keep_clusterer=False``: this is the last round this object clusters (the CLI's
+        `update`); a clustering process may then read the clusterer snapshot while the
+        round fetches, and cluster there (see pipeline.update)."""
         from . import pipeline
 
         ids = [self.feed(f).id for f in feeds] if feeds else None
@@ -248,6 +252,7 @@ class Aggregator:
             self.clustering,
             due_only=due_only,
             stop=stop,
+            keep_clusterer=keep_clusterer,
         )
 
     def enable_feed(self, ref: str | int) -> Feed:

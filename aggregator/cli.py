@@ -232,8 +232,10 @@ def update(state: State, feed_refs: tuple[str, ...], due: bool, progress: bool |
 
 
 def _run_update(agg: Aggregator, feed_refs, show_progress: bool, due: bool = False):
+    # one round, then the process ends: the clusterer snapshot may be read while it fetches
+    once = {"due_only": due, "keep_clusterer": False}
     if not show_progress:
-        return agg.update(feed_refs, due_only=due)
+        return agg.update(feed_refs, **once)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -244,7 +246,7 @@ def _run_update(agg: Aggregator, feed_refs, show_progress: bool, due: bool = Fal
             feed_refs,
             on_start=lambda n: bar.update(task, total=n),
             on_result=lambda r: bar.advance(task),
-            due_only=due,
+            **once,
         )
 
 

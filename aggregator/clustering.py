@@ -90,6 +90,8 @@ class ClusteringStage:
         self.term: int | None = None  # the store's lead_term the clusterer was built in
         self.unsaved = False  # the clusterer changed since it was read or saved
         self.restored = 0  # clusterers read from a snapshot (instead of rebuilt)
+        # the store's cluster_fingerprint when ``preload`` read the snapshot, until ``run``
+        self._preloaded: tuple | None = None
 
     # -- the snapshot ----------------------------------------------------------------------------
 
@@ -122,9 +124,24 @@ class ClusteringStage:
         self.unsaved = False
         return True
 
-    def _restore(self, store: Store, earliest: datetime) -> Clusterer | None:
+    def preload(self, store: Store) -> bool:
+        """Read the store's snapshot now, ahead of ``run`` (a round's worker does, while the
+        round fetches: see pipeline.update). ``run`` goes on from it only if the stored stories
+        are still what they were (no other process placed, merged or corrected meanwhile);
+        else it reads or rebuilds as usual. Returns whether a snapshot fit the store."""
+        if self.clusterer is not None or not store.lead_clustering():
+            return False
+        c = self._restore(store, None)
+        if c is None:
+            return False
+        self.clusterer, self.term = c, store.lead_term
+        self.generation = store.cluster_generation()
+        self._preloaded = store.cluster_fingerprint()
+        return True
+
+    def _restore(self, store: Store, earliest: datetime | None) -> Clusterer | None:
         """The snapshot's clusterer when it matches the store as it is now and its window
-        covers ``earliest``; else None (the caller rebuilds)."""
+        covers ``earliest`` (when given); else None (the caller rebuilds)."""
         path = store.cluster_snapshot_path()
         if path is None or not path.exists():
             return None
@@ -135,7 +152,7 @@ class ClusteringStage:
                 c = Clusterer.load(f, self.settings)
         except Exception:  # truncated, unreadable, written by other code: rebuild
             return None
-        if not _covers(c, earliest):
+        if earliest is not None and not _covers(c, earliest):
             return None
         self.restored += 1
         return c
@@ -163,6 +180,10 @@ class ClusteringStage:
             return ClusterSummary(deferred=True)
         if store.lead_term != self.term:  # others may have clustered since we last led
             self.clusterer, self.term = None, store.lead_term
+        if self._preloaded is not None:
+            if store.cluster_fingerprint() != self._preloaded:  # others placed meanwhile
+                self.clusterer = None
+            self._preloaded = None
         total = touched = merges = conflicts = 0
         # the write in flight: (its future, its arguments, entries, merges)
         writing: tuple[Future | None, tuple, int, int] | None = None

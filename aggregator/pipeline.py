@@ -28,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from .clustering import ClusteringStage
+from .clustering import ClusteringStage, ClusterSummary
 from .config import Settings
 from .errors import ParseError
 from .fetch import fetch_feed, make_client
@@ -192,6 +192,31 @@ def _worker_apply(rows: list, merged: list, now: datetime, generation: int | Non
     return _worker_store.apply_clustering(rows, merged, now, generation)
 
 
+_worker_stage: ClusteringStage | None = None  # the round's clustering, when done here
+
+
+def _worker_preload() -> bool:
+    """Read the store's clusterer snapshot into this process (the round's clustering
+    process, see Offload.process), which then does the round's clustering
+    (``_worker_cluster``); whether a snapshot fit the store."""
+    global _worker_stage
+    assert _worker_store is not None and _worker_settings is not None
+    _worker_stage = ClusteringStage(_worker_settings.cluster)
+    return _worker_stage.preload(_worker_store)
+
+
+def _worker_cluster(now: datetime) -> ClusterSummary:
+    """The round's clustering stage, from what ``_worker_preload`` read, then its snapshot."""
+    global _worker_stage
+    assert _worker_store is not None and _worker_settings is not None
+    stage, _worker_stage = _worker_stage, None
+    if stage is None:
+        stage = ClusteringStage(_worker_settings.cluster)
+    summary = stage.run(_worker_store, now)
+    stage.save(_worker_store)
+    return summary
+
+
 class Offload:
     """The process pool of a round (``fetch.parse_processes`` workers), started with
     ``spawn``: a fork would copy this process's threads' locks mid-flight."""
@@ -200,15 +225,20 @@ class Offload:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        self.pool = ProcessPoolExecutor(
-            processes,
+        self._pool_args = dict(
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_worker_init,
             initargs=(target, settings),
         )
+        self.pool = ProcessPoolExecutor(processes, **self._pool_args)
         self.processes = processes
         self.broken = False
         self.sent = 0  # feeds sent to the workers (which start with the first)
+        # set by the round: a process of its own reads the clusterer snapshot when the first
+        # feed is parsed, and does the round's clustering (the round's process will not
+        # cluster again: see update)
+        self.cluster_there = False
+        self.cluster_pool = None
 
     @classmethod
     def for_round(cls, store: Store, settings: Settings, feeds: int) -> Offload | None:
@@ -220,9 +250,45 @@ class Offload:
 
     def process(self, fetch: FetchResult, now: datetime) -> Future | None:
         """Parse and write a fetched feed in a worker (started by the first of them); None when
-        the workers are gone."""
+        the workers are gone. With ``cluster_there``, the first feed also starts the round's
+        clustering process, one more, which reads the clusterer snapshot while this process
+        goes on fetching and the workers parse. (A round with nothing to parse has nothing to
+        cluster, and starts neither.) In a worker, the snapshot held up the parsing: a 10%
+        round of 5000 feeds fetched for 10.7 s instead of 6.5 s, and gained nothing."""
+        if self.cluster_there and self.cluster_pool is None:
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.cluster_pool = ProcessPoolExecutor(1, **self._pool_args)
+            self._cluster_submit(_worker_preload)
         self.sent += 1
         return self._submit(_worker_process, fetch, now)
+
+    @property
+    def preloading(self) -> bool:
+        """Whether a clustering process was started to read the snapshot."""
+        return self.cluster_pool is not None
+
+    def _cluster_submit(self, fn, *args) -> Future | None:
+        try:
+            return self.cluster_pool.submit(fn, *args)
+        except BrokenProcessPool:
+            return None
+
+    def cluster(self, now: datetime) -> Future | None:
+        """Start the round's clustering stage in the process that read the snapshot (wait for
+        it with ``clustered``); None when there is none or it is gone."""
+        return self._cluster_submit(_worker_cluster, now) if self.preloading else None
+
+    def clustered(self, future: Future | None) -> ClusterSummary | None:
+        """What ``cluster``'s stage did; None when it has to be done here (its process died:
+        what it placed is stored, and the stage here takes the rest)."""
+        if future is None:
+            return None
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            log.warning("the clustering process died; this round clusters in its own process")
+            return None
 
     def index_pending(self):
         """Start the round's full-text indexing in a worker (it overlaps with the clustering
@@ -275,10 +341,13 @@ class Offload:
 
     def pids(self) -> list[int]:
         """The workers' process ids (for tests)."""
-        return [p.pid for p in (self.pool._processes or {}).values()]
+        pools = [self.pool] + ([self.cluster_pool] if self.cluster_pool is not None else [])
+        return [p.pid for pool in pools for p in (pool._processes or {}).values()]
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.cluster_pool is not None:
+            self.cluster_pool.shutdown(wait=True, cancel_futures=True)
 
 
 async def run_round(
@@ -491,14 +560,37 @@ def update(
     clustering: ClusteringStage | None = None,
     due_only: bool = False,
     stop: threading.Event | None = None,
+    keep_clusterer: bool = True,
 ) -> RoundSummary:
     """Synchronous entry point: one round over ``feed_ids`` (all live feeds when None; with
     ``due_only``, those whose scheduled check has come), then the clustering stage over every
     entry that has no story yet. The CLI's `update` and the daemon's tick both call this.
     On a store shared by several workers, feeds are leased as the round goes
-    (``store.claim_feeds``), so each is fetched by one worker."""
+    (``store.claim_feeds``), so each is fetched by one worker.
+
+    ``keep_clusterer=False`` says this process will not cluster again (the CLI's one-shot
+    `update`). A round that then parses in a worker, with a clusterer snapshot next to the
+    store and none in ``clustering``, starts a clustering process with its first feed to
+    parse: it reads the snapshot while the round fetches, then places the round's entries and
+    writes the snapshot. Reading it no longer waits for the fetch to end. The daemon keeps its
+    clusterer in memory between rounds instead."""
     now = clock()
     offload = None
+    stage = clustering or ClusteringStage(settings.cluster)
+    snapshot = store.cluster_snapshot_path()
+    cluster_there = (
+        not keep_clusterer
+        and stage.clusterer is None
+        and snapshot is not None
+        and snapshot.exists()
+    )
+
+    def offload_for(feeds: int) -> Offload | None:
+        off = Offload.for_round(store, settings, feeds)
+        if off is not None:
+            off.cluster_there = cluster_there
+        return off
+
     try:
         if store.shared:
             claimer = _Claimer(store, settings, clock, feed_ids, due_only)
@@ -507,7 +599,7 @@ def update(
                 expected = min(expected, len(feed_ids))
             if on_start is not None:
                 on_start(expected)
-            offload = Offload.for_round(store, settings, expected)
+            offload = offload_for(expected)
             try:
                 summary = asyncio.run(
                     run_round(store, [], settings, clock, on_result, stop, claimer, offload)
@@ -520,18 +612,26 @@ def update(
             due = [r for r in requests if r.retry_after is None or r.retry_after <= now]
             if on_start is not None:
                 on_start(len(due))
-            offload = Offload.for_round(store, settings, len(due))
+            offload = offload_for(len(due))
             summary = asyncio.run(
                 run_round(store, due, settings, clock, on_result, stop, offload=offload)
             )
             skipped = len(requests) - len(due)
-        # the full-text index, in one batch per round: in a worker while this process clusters
-        indexing = offload.index_pending() if offload is not None else None
-        stage = clustering or ClusteringStage(settings.cluster)
-        apply = offload.apply_clustering if offload is not None else None
-        clustered = stage.run(store, clock(), apply=apply)
-        if offload is None or not offload.indexed(indexing):
+        clustered = None
+        if offload is not None and offload.preloading:
+            # the clustering process read the snapshot during the fetch: it places the
+            # round's entries while this process indexes them for search
+            placing = offload.cluster(clock())
             store.index_pending()
+            clustered = offload.clustered(placing)
+        if clustered is None:
+            # the full-text index, in one batch per round: in a worker while this process
+            # clusters
+            indexing = offload.index_pending() if offload is not None else None
+            apply = offload.apply_clustering if offload is not None else None
+            clustered = stage.run(store, clock(), apply=apply)
+            if offload is None or not offload.indexed(indexing):
+                store.index_pending()
     finally:
         if offload is not None:
             offload.close()

@@ -107,6 +107,54 @@ def test_the_stage_places_its_batches_without_running_the_cyclic_collector(tmp_p
     store.close()
 
 
+def tell(store, events: range) -> None:
+    """Every outlet of ``fill``'s store tells ``events`` too (after the ones it told)."""
+    for o, feed in enumerate(sorted(store.list_feeds(), key=lambda f: f.url)):
+        entries = [
+            make_entry(
+                feed.id,
+                e,
+                T + timedelta(minutes=37 * e + 5 * o),
+                title=headline(e, o),
+                url=f"https://outlet{o}.example/{e}",
+            )
+            for e in events
+        ]
+        store_entries(store, feed, entries, T)
+
+
+def test_a_preloaded_clusterer_is_used_only_if_the_stories_did_not_change_meanwhile(tmp_path):
+    """``preload`` reads the snapshot ahead of ``run`` (a round's worker, while the round
+    fetches). If another process placed entries in between, the preloaded clusterer lacks
+    them: ``run`` drops it and reads or rebuilds from the store instead."""
+    store = fill(str(tmp_path / "pre.sqlite"))
+    first = ClusteringStage()
+    first.run(store, NOW)
+    assert first.save(store)
+    # nothing happened in between: run places the new entries with the preloaded clusterer
+    quiet = ClusteringStage()
+    assert quiet.preload(store) and quiet.restored == 1
+    kept = quiet.clusterer
+    tell(store, range(EVENTS, EVENTS + 3))
+    assert quiet.run(store, NOW).entries == 3 * OUTLETS
+    assert quiet.clusterer is kept and quiet.restored == 1
+    assert quiet.save(store)
+    # another process places entries between the preload and the run
+    late = ClusteringStage()
+    assert late.preload(store)
+    stale = late.clusterer
+    tell(store, range(EVENTS + 3, EVENTS + 6))
+    ClusteringStage().run(store, NOW)  # (the other process; it leaves no snapshot)
+    tell(store, range(EVENTS + 6, EVENTS + 9))
+    assert late.run(store, NOW).entries == 3 * OUTLETS
+    assert late.clusterer is not stale  # rebuilt: the snapshot no longer fits the store
+    assert stories(store) == {
+        frozenset(f"https://outlet{o}.example/{e}" for o in range(OUTLETS))
+        for e in range(EVENTS + 9)
+    }
+    store.close()
+
+
 def test_a_correction_while_a_batch_is_written_is_placed_again(db_target, offload):
     """The generation moves (another process corrected a story) just before the third batch's
     write: the worker refuses that write, the stage rebuilds from the store and places the

@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from werkzeug import Response
@@ -27,6 +28,7 @@ SETTINGS = Settings(
         connect_timeout=2, read_timeout=2, total_timeout=5, concurrency=8, parse_processes=1
     )
 )
+NOW_ITEMS = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
 IN_PROCESS = dataclasses.replace(
     SETTINGS, fetch=dataclasses.replace(SETTINGS.fetch, parse_processes=0)
 )
@@ -236,3 +238,84 @@ def test_a_worker_ends_when_its_round_process_is_killed(tmp_path):
         proc.wait()
         if worker is not None and _alive(worker):
             os.kill(worker, signal.SIGKILL)  # not left behind when the test fails
+
+
+def test_a_one_shot_round_clusters_in_the_worker_that_read_the_snapshot(
+    server, tmp_path, monkeypatch, caplog
+):
+    """With ``keep_clusterer=False`` (the CLI's `update`), a clustering process reads the
+    clusterer snapshot while the round fetches, then places the round's entries and writes the
+    snapshot: the same stories as a round that clusters in its own process."""
+    from .test_clustering_stage import headline
+
+    events, outlets = 12, 5
+    bodies: dict[int, str] = {}
+
+    def publish(upto: int) -> None:  # each outlet tells events [0, upto)
+        for o in range(outlets):
+            items = [
+                {
+                    "title": headline(e, o),
+                    "link": f"https://outlet{o}.example/{e}",
+                    "guid": f"{o}-{e}",
+                    "date": NOW_ITEMS + timedelta(minutes=40 * e + 3 * o),
+                }
+                for e in range(upto)
+            ]
+            bodies[o] = rss(f"Outlet {o}", items)
+
+    for o in range(outlets):
+        server.expect_request(f"/o{o}").respond_with_handler(
+            lambda request, o=o: Response(bodies[o], content_type="application/rss+xml")
+        )
+    urls = [server.url_for(f"/o{o}") for o in range(outlets)]
+    spy = Spy(monkeypatch)
+
+    def rounds(db: str, keep: bool, on_result=None) -> tuple:
+        publish(8)
+        with Aggregator.open(db=db, settings=SETTINGS, clock=Clock()) as agg:
+            for url in urls:
+                agg.add_feed(url, check=False)
+            assert agg.update().new_entries == 8 * outlets  # leaves a snapshot at close
+        publish(events)  # 4 more events, told by every outlet
+        with Aggregator.open(db=db, settings=SETTINGS, clock=Clock()) as agg:
+            summary = agg.update(keep_clusterer=keep, on_result=on_result)
+            left_here = agg.clustering.clusterer
+            groups: dict[int, set[str]] = {}
+            for e in agg.entries(limit=1000):
+                groups.setdefault(e.story_id, set()).add(e.url)
+        return summary, spy.offloads[-1], left_here, {frozenset(g) for g in groups.values()}
+
+    there, off, left, stories_there = rounds(str(tmp_path / "there.sqlite"), keep=False)
+    assert there.new_entries == 4 * outlets and there.clustered == 4 * outlets
+    assert off.preloading and left is None  # clustered there, nothing kept here
+    here, off, left, stories_here = rounds(str(tmp_path / "here.sqlite"), keep=True)
+    assert here.clustered == 4 * outlets
+    assert not off.preloading and left is not None
+    assert stories_there == stories_here
+    assert len(stories_there) == events  # (the headlines are made to be told apart)
+    # that process wrote the snapshot of the store as it is now: the next one reads it
+    from aggregator.clustering import ClusteringStage
+    from aggregator.store import open_store
+
+    store = open_store(str(tmp_path / "there.sqlite"))
+    try:
+        assert ClusteringStage(SETTINGS.cluster).preload(store)
+    finally:
+        store.close()
+    # the worker and the clustering process die: this process clusters, same stories
+    killed = []
+
+    def kill_worker(result) -> None:
+        spy.on_result(result)
+        if not killed and len(spy.pids) == 2:
+            for pid in spy.pids:
+                os.kill(pid, signal.SIGKILL)
+            killed.extend(spy.pids)
+
+    caplog.set_level(logging.WARNING, logger="aggregator")
+    died, off, left, stories_died = rounds(str(tmp_path / "died.sqlite"), False, kill_worker)
+    assert len(killed) == 2 and off.preloading and "a parsing process died" in caplog.text
+    assert died.new_entries == 4 * outlets and died.clustered == 4 * outlets
+    assert left is not None  # (clustered here)
+    assert stories_died == stories_here
