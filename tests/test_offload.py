@@ -240,7 +240,7 @@ def test_a_worker_ends_when_its_round_process_is_killed(tmp_path):
             os.kill(worker, signal.SIGKILL)  # not left behind when the test fails
 
 
-def test_a_one_shot_round_clusters_in_the_worker_that_read_the_snapshot(
+def test_a_one_shot_round_clusters_in_the_process_that_read_the_snapshot(
     server, tmp_path, monkeypatch, caplog
 ):
     """With ``keep_clusterer=False`` (the CLI's `update`), a clustering process reads the
