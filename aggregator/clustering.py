@@ -125,10 +125,11 @@ class ClusteringStage:
         return True
 
     def preload(self, store: Store) -> bool:
-        """Read the store's snapshot now, ahead of ``run`` (a round's worker does, while the
-        round fetches: see pipeline.update). ``run`` goes on from it only if the stored stories
-        are still what they were (no other process placed, merged or corrected meanwhile);
-        else it reads or rebuilds as usual. Returns whether a snapshot fit the store."""
+        """Read the store's snapshot now, ahead of ``run`` (a one-shot round's clustering
+        process does, while the round fetches: see pipeline.update). ``run`` goes on from it
+        only if the stored stories are still what they were (no other process placed, merged
+        or corrected meanwhile); else it reads or rebuilds as usual. Returns whether a
+        snapshot fit the store."""
         if self.clusterer is not None or not store.lead_clustering():
             return False
         c = self._restore(store, None)
