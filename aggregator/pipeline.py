@@ -282,13 +282,13 @@ class Offload:
     def clustered(self, future: Future | None) -> ClusterSummary | None:
         """What ``cluster``'s stage did; None when it has to be done here (its process died:
         what it placed is stored, and the stage here takes the rest)."""
-        if future is None:
-            return None
         try:
-            return future.result()
+            if future is not None:
+                return future.result()
         except BrokenProcessPool:
-            log.warning("the clustering process died; this round clusters in its own process")
-            return None
+            pass
+        log.warning("the clustering process died; this round clusters in its own process")
+        return None
 
     def index_pending(self):
         """Start the round's full-text indexing in a worker (it overlaps with the clustering
@@ -340,7 +340,7 @@ class Offload:
             )
 
     def pids(self) -> list[int]:
-        """The workers' process ids (for tests)."""
+        """The workers' process ids, and the clustering process's (for tests)."""
         pools = [self.pool] + ([self.cluster_pool] if self.cluster_pool is not None else [])
         return [p.pid for pool in pools for p in (pool._processes or {}).values()]
 

@@ -316,6 +316,7 @@ def test_a_one_shot_round_clusters_in_the_process_that_read_the_snapshot(
     caplog.set_level(logging.WARNING, logger="aggregator")
     died, off, left, stories_died = rounds(str(tmp_path / "died.sqlite"), False, kill_worker)
     assert len(killed) == 2 and off.preloading and "a parsing process died" in caplog.text
+    assert "the clustering process died" in caplog.text
     assert died.new_entries == 4 * outlets and died.clustered == 4 * outlets
     assert left is not None  # (clustered here)
     assert stories_died == stories_here
