@@ -37,11 +37,10 @@ def headline(event: int, outlet: int) -> str:
     return " ".join([*keys, word(f"outlet {outlet} {event} a"), word(f"outlet {outlet} {event} b")])
 
 
-def fill(target: str):
-    """A store holding EVENTS x OUTLETS entries, none of them in a story yet."""
-    store = open_store(target)
-    for o in range(OUTLETS):
-        feed = store.add_feed(f"https://outlet{o}.example/feed", None, T)
+def tell(store, events: range) -> None:
+    """Each outlet (its feed, in the order ``fill`` added them) tells ``events``: five of the
+    event's six words and two of its own, 37 minutes apart."""
+    for o, feed in enumerate(store.list_feeds()):
         entries = [
             make_entry(
                 feed.id,
@@ -50,9 +49,17 @@ def fill(target: str):
                 title=headline(e, o),
                 url=f"https://outlet{o}.example/{e}",
             )
-            for e in range(EVENTS)
+            for e in events
         ]
         store_entries(store, feed, entries, T)
+
+
+def fill(target: str):
+    """A store holding EVENTS x OUTLETS entries, none of them in a story yet."""
+    store = open_store(target)
+    for o in range(OUTLETS):
+        store.add_feed(f"https://outlet{o}.example/feed", None, T)
+    tell(store, range(EVENTS))
     return store
 
 
@@ -105,22 +112,6 @@ def test_the_stage_places_its_batches_without_running_the_cyclic_collector(tmp_p
     # (at most the one the allocations made meanwhile trigger once the pause is over)
     assert len(during) <= 1, during
     store.close()
-
-
-def tell(store, events: range) -> None:
-    """Every outlet of ``fill``'s store tells ``events`` too (after the ones it told)."""
-    for o, feed in enumerate(sorted(store.list_feeds(), key=lambda f: f.url)):
-        entries = [
-            make_entry(
-                feed.id,
-                e,
-                T + timedelta(minutes=37 * e + 5 * o),
-                title=headline(e, o),
-                url=f"https://outlet{o}.example/{e}",
-            )
-            for e in events
-        ]
-        store_entries(store, feed, entries, T)
 
 
 def test_a_preloaded_clusterer_is_used_only_if_the_stories_did_not_change_meanwhile(tmp_path):
