@@ -171,22 +171,52 @@ def test_a_parsing_process_that_dies_costs_no_feed(server, db_target, monkeypatc
         assert again.new_entries == 0 and again.ok + again.not_modified == 40
 
 
-def test_a_round_with_nothing_to_parse_starts_no_worker(server, db_target, monkeypatch):
-    """Only a feed with a body to parse goes to a worker: a round where every feed is
-    unchanged writes its small results here and never starts one."""
+def test_results_with_nothing_to_parse_go_to_the_worker_in_batches(
+    server, db_target, monkeypatch, caplog
+):
+    """A 304 or an error is a small write: the worker takes them SMALL_BATCH at a time, one
+    task each (written here, they held the GIL against the fetching loop; one task per feed,
+    the trips between processes cost more). A worker that dies meanwhile costs no result."""
     urls = serve_feeds(server, 30)[:-1]  # (not the junk one: its body is parsed every time)
     spy = Spy(monkeypatch)
-    with Aggregator.open(db=db_target, settings=SETTINGS, clock=Clock()) as agg:
+    monkeypatch.setattr(pipeline, "SMALL_BATCH", 4)
+    batches = []
+    kill_at = []  # the batch before which the worker is killed
+    real = pipeline.Offload.write_many
+
+    def write_many(off, results):
+        batches.append(len(results))
+        if len(batches) in kill_at:
+            for pid in off.pids():
+                os.kill(pid, signal.SIGKILL)
+        return real(off, results)
+
+    monkeypatch.setattr(pipeline.Offload, "write_many", write_many)
+    clock = Clock()
+    with Aggregator.open(db=db_target, settings=SETTINGS, clock=clock) as agg:
         for url in urls:
             agg.add_feed(url, check=False)
         first = agg.update(on_result=spy.on_result)
-        assert first.ok == 30 and spy.pids
-        spy.pids.clear()
+        assert first.ok == 30 and spy.pids and batches == []
+        before = {f.url: f.last_fetched_at for f in agg.feeds()}
+        clock.now += timedelta(minutes=5)
         again = agg.update(on_result=spy.on_result)
-        assert len(spy.offloads) == 2
-        assert again.not_modified == 30 and again.failed == 0
-        assert spy.pids == set() and spy.offloads[1].pids() == []  # never started
-        assert {f.last_status for f in agg.feeds()} == {Outcome.NOT_MODIFIED.value}
+        assert again.not_modified == 30 and again.failed == 0 and len(again.results) == 30
+        assert batches == [4] * 7 + [2]  # the last one when the fetching ends
+        after = agg.feeds()
+        assert {f.last_status for f in after} == {Outcome.NOT_MODIFIED.value}
+        assert all(f.last_fetched_at > before[f.url] for f in after)  # each one written
+
+        # the worker dies before the second batch: that one and the rest are written here
+        caplog.set_level(logging.WARNING, logger="aggregator")
+        batches.clear()
+        kill_at.append(2)
+        clock.now += timedelta(minutes=5)
+        third = agg.update()
+        assert len(batches) >= 2 and "a parsing process died" in caplog.text
+        assert third.not_modified == 30 and third.failed == 0 and len(third.results) == 30
+        second = {f.url: f.last_fetched_at for f in after}
+        assert all(f.last_fetched_at > second[f.url] for f in agg.feeds())
 
 
 PARENT = """
