@@ -465,7 +465,7 @@ async def run_round(
             prepared = prepare_result(fetch, now)
             return loop.run_in_executor(writer, write_result, store, prepared, now, settings)
 
-        def submit(fetch: FetchResult) -> asyncio.Future:
+        def submit(fetch: FetchResult) -> asyncio.Future | None:
             """Parse and write ``fetch``: in an offload process, or here (the writer thread).
             A future of its result, or of a batch's results; None while it waits in a batch."""
             parse = fetch.outcome is Outcome.OK and fetch.body is not None
