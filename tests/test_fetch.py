@@ -93,6 +93,34 @@ def test_permanent_then_temporary_redirect_is_not_permanent(server):
     assert r.outcome is Outcome.OK and r.permanent_url is None
 
 
+def test_a_cookie_a_redirect_sets_goes_to_the_next_hop_and_no_further(server):
+    """Some sites set a cookie on a redirect and want it back on its target (a consent or
+    session hop). The exchange carries it; no other feed's request sees it."""
+
+    def start(request):
+        return Response(
+            "", status=302, headers={"Location": "/feed", "Set-Cookie": "hop=1; Path=/"}
+        )
+
+    def feed(request):
+        if request.headers.get("Cookie") != "hop=1":
+            return Response("no cookie", status=403)
+        return Response(FEED, content_type="application/rss+xml")
+
+    server.expect_request("/start").respond_with_handler(start)
+    server.expect_request("/feed").respond_with_handler(feed)
+
+    async def go():
+        async with make_client(FAST) as client:
+            via = await fetch_feed(client, FetchRequest(1, server.url_for("/start")), FAST, NOW)
+            direct = await fetch_feed(client, FetchRequest(2, server.url_for("/feed")), FAST, NOW)
+            return via, direct
+
+    via, direct = asyncio.run(go())
+    assert via.outcome is Outcome.OK and via.url.endswith("/feed") and via.body == FEED.encode()
+    assert direct.outcome is Outcome.HTTP_ERROR and direct.status_code == 403
+
+
 def test_redirect_loop_ends(server):
     server.expect_request("/loop").respond_with_data("", status=302, headers={"Location": "/loop"})
     r = fetch(server.url_for("/loop"))

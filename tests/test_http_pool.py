@@ -122,7 +122,7 @@ def run_fetches(urls, settings=FAST, etag=None, concurrency=None):
                     return await fetch_feed(client, FetchRequest(i, url, etag=etag), settings, NOW)
 
             results = await asyncio.gather(*(one(i, u) for i, u in enumerate(urls)))
-            pool = client._transport.pool
+            pool = client.transport.pool
             return results, Stats(pool.opened, pool.idle)
 
     return asyncio.run(go())
