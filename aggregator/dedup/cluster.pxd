@@ -56,6 +56,11 @@ cdef class Clusterer:
 
     cpdef _after_growth(self, StoryState st, double t)
 
+    @cython.locals(total=double, kappa=double, w=double, share=double, a=double, b=double,
+                   to=double, score=double, gap_h=double, best_score=double,
+                   max_post=Py_ssize_t, n=Py_ssize_t, o=StoryState, acc=dict, sf=dict)
+    cpdef tuple _best_merge(self, StoryState st, double t)
+
     @cython.locals(total=double, w=double, unseen=double, fw=double)
     cpdef tuple _weights(self, f)
 
