@@ -189,11 +189,7 @@ def _worker_process(fetch: FetchResult, now: datetime) -> FeedUpdateResult:
 
 def _worker_write_many(results: list[tuple[FetchResult, datetime]]) -> list[FeedUpdateResult]:
     """Write results with nothing to parse, each at its own time (each its transaction)."""
-    assert _worker_store is not None
-    return [
-        write_result(_worker_store, prepare_result(f, now), now, _worker_settings)
-        for f, now in results
-    ]
+    return [_worker_process(f, now) for f, now in results]
 
 
 def _worker_index() -> int:
@@ -499,6 +495,9 @@ async def run_round(
             buffered.release()
             return fut
 
+        def in_process_batch(batch: list[tuple[FetchResult, datetime]]) -> asyncio.Future:
+            return asyncio.gather(*[in_process(f) for f, _ in batch])
+
         def flush() -> asyncio.Future | None:
             """Send the batch of small results to the worker (here, if it is gone)."""
             if not small:
@@ -507,7 +506,7 @@ async def run_round(
             small.clear()
             sent = offload.write_many(batch)
             if sent is None:
-                return asyncio.gather(*[in_process(f) for f, _ in batch])
+                return in_process_batch(batch)
             fut = asyncio.wrap_future(sent)
             offloaded[fut] = batch
             return fut
@@ -520,10 +519,8 @@ async def run_round(
                 try:
                     res = await fut
                 except BrokenProcessPool:  # (its worker died; the pool is marked lost)
-                    if isinstance(fetch, list):
-                        res = [await in_process(f) for f, _ in fetch]
-                    else:
-                        res = await in_process(fetch)
+                    redo = in_process_batch if isinstance(fetch, list) else in_process
+                    res = await redo(fetch)
                 for r in res if isinstance(res, list) else [res]:
                     results.append(r)
                     if on_result is not None:
