@@ -17,7 +17,8 @@ a request checks only the one connection it takes.
   closed the connection meanwhile) is sent once more on a new connection, as browsers do.
 
 Each connection is httpcore's own ``AsyncHTTPConnection``; the HTTP itself, TLS, timeouts and
-exceptions are httpcore's. ``Transport`` plugs the pool into httpx.
+exceptions are httpcore's, over asyncio's transports (``http_net.AsyncioBackend``) unless a
+``network_backend`` is given. ``Transport`` plugs the pool into httpx.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from collections import OrderedDict, deque
 
 import httpcore
 import httpx
+
+from .http_net import AsyncioBackend
 
 # what a reused keep-alive connection raises when the server closed it before our request
 _STALE = (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError)
@@ -49,11 +52,13 @@ class ConnectionPool:
     ):
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        # a context, or what makes one when the first https connection opens (loading the CA
+        # bundle costs ~30 ms, and a round of plain-http feeds need not wait for it)
         self._ssl_context = ssl_context
         self._slots = asyncio.Semaphore(max_connections)
         self._max_idle = max(0, max_idle)
         self._expiry = keepalive_expiry
-        self._backend = network_backend
+        self._backend = network_backend or AsyncioBackend()
         # (scheme, host, port) -> idle connections, most recently used last; the dict's order
         # is the order origins were last used, so the first one holds the least recently used
         self._idle: OrderedDict[tuple, deque] = OrderedDict()
@@ -98,9 +103,11 @@ class ConnectionPool:
 
     def _new(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
         self.opened += 1
+        if callable(self._ssl_context) and origin.scheme == b"https":
+            self._ssl_context = self._ssl_context()
         return httpcore.AsyncHTTPConnection(
             origin=origin,
-            ssl_context=self._ssl_context,
+            ssl_context=None if callable(self._ssl_context) else self._ssl_context,
             keepalive_expiry=self._expiry,
             network_backend=self._backend,
         )
@@ -186,10 +193,10 @@ class Transport(httpx.AsyncHTTPTransport):
     """httpx's transport (request conversion, exception mapping) over ``ConnectionPool``."""
 
     def __init__(self, *, limits: httpx.Limits, verify=True, network_backend=None):
-        ssl_context = httpx.create_ssl_context(verify=verify, trust_env=False)
-        super().__init__(verify=ssl_context, trust_env=False, limits=limits)
+        # (httpx's own pool, replaced below, gets a context that loads no CA bundle)
+        super().__init__(verify=False, trust_env=False, limits=limits)
         self._pool = ConnectionPool(
-            ssl_context=ssl_context,
+            ssl_context=lambda: httpx.create_ssl_context(verify=verify, trust_env=False),
             max_connections=limits.max_connections or 100,
             max_idle=(
                 limits.max_connections
