@@ -28,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from .clustering import ClusteringStage, ClusterSummary
+from .clustering import ClusteringStage, ClusterSummary, features_of
 from .config import Settings
 from .errors import ParseError
 from .fetch import fetch_feed, make_client
@@ -164,6 +164,14 @@ def _worker_init(target: str, settings: Settings) -> None:
     _worker_store, _worker_settings = open_store(target), settings
 
 
+def _helper_init() -> None:
+    """A process that only computes (no store): the features process, see Offload.featurize."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
+
+
 def _exit_with_parent() -> None:
     """End this worker when the round's process is gone. A pool's worker outlives a parent
     killed with SIGKILL (it waits on its task queue, whose write end it holds itself), and
@@ -249,6 +257,7 @@ class Offload:
         # cluster again: see update)
         self.cluster_there = False
         self.cluster_pool = None
+        self.features_pool = None  # started by the first ``featurize``
 
     @classmethod
     def for_round(cls, store: Store, settings: Settings, feeds: int) -> Offload | None:
@@ -306,6 +315,11 @@ class Offload:
         log.warning("the clustering process died; this round clusters in its own process")
         return None
 
+    def featurize(self, pairs: list[tuple[str, str]], settings) -> Future | None:
+        """The clustering stage's text features of (title, summary)s, computed in a worker;
+        None when the workers are gone."""
+        return self._submit(features_of, pairs, settings)
+
     def index_pending(self):
         """Start the round's full-text indexing in a worker (it overlaps with the clustering
         stage); a future, or None when the workers are gone or were never needed (nothing
@@ -356,14 +370,15 @@ class Offload:
             )
 
     def pids(self) -> list[int]:
-        """The workers' process ids, and the clustering process's (for tests)."""
-        pools = [self.pool] + ([self.cluster_pool] if self.cluster_pool is not None else [])
+        """The workers' process ids, and the clustering and features processes' (for tests)."""
+        pools = [self.pool] + [p for p in (self.cluster_pool, self.features_pool) if p is not None]
         return [p.pid for pool in pools for p in (pool._processes or {}).values()]
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
-        if self.cluster_pool is not None:
-            self.cluster_pool.shutdown(wait=True, cancel_futures=True)
+        for pool in (self.cluster_pool, self.features_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 async def run_round(
@@ -685,7 +700,8 @@ def update(
             # clusters
             indexing = offload.index_pending() if offload is not None else None
             apply = offload.apply_clustering if offload is not None else None
-            clustered = stage.run(store, clock(), apply=apply)
+            featurize = offload.featurize if offload is not None else None
+            clustered = stage.run(store, clock(), apply=apply, featurize=featurize)
             if offload is None or not offload.indexed(indexing):
                 store.index_pending()
     finally:

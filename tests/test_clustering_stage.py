@@ -83,7 +83,7 @@ def offload(db_target):
     off.close()
 
 
-@pytest.mark.parametrize("where", ["here", "in a worker"])
+@pytest.mark.parametrize("where", ["here", "in a worker", "features in the worker too"])
 def test_small_batches_store_the_stories_one_batch_stores(db_target, tmp_path, where, request):
     one = fill(str(tmp_path / "one.sqlite"))
     summary = ClusteringStage().run(one, NOW)
@@ -92,9 +92,21 @@ def test_small_batches_store_the_stories_one_batch_stores(db_target, tmp_path, w
     one.close()
 
     store = fill(db_target)
-    apply = request.getfixturevalue("offload").apply_clustering if where != "here" else None
-    # 15 batches; with a worker, each one's stories written there while the next is placed
-    summary = ClusteringStage().run(store, NOW, batch=7, apply=apply)
+    offload = request.getfixturevalue("offload") if where != "here" else None
+    apply = offload.apply_clustering if offload is not None else None
+    sent = []
+
+    def featurize(pairs, settings):
+        sent.append(len(pairs))
+        return offload.featurize(pairs, settings)
+
+    # 15 batches; with a worker, each one's stories written there while the next is placed,
+    # and (features too) the next one's features computed there meanwhile
+    summary = ClusteringStage().run(
+        store, NOW, batch=7, apply=apply, featurize=featurize if "features" in where else None
+    )
+    if "features" in where:
+        assert sent == [7] * 13 + [EVENTS * OUTLETS - 14 * 7]  # every batch but the first
     assert summary.entries == EVENTS * OUTLETS and summary.merges == 0
     assert store.unclustered() == []
     assert stories(store) == expected()
@@ -173,6 +185,8 @@ def test_a_correction_while_a_batch_is_written_is_placed_again(db_target, offloa
 
 
 def test_a_worker_that_dies_mid_stage_costs_no_story(db_target, offload, caplog):
+    """Killed with a batch's stories and the next batch's features in flight: the stage writes
+    the one and computes the other itself, and goes on without the worker."""
     store = fill(db_target)
     calls = []
 
@@ -187,7 +201,7 @@ def test_a_worker_that_dies_mid_stage_costs_no_story(db_target, offload, caplog)
         return fut
 
     caplog.set_level(logging.WARNING, logger="aggregator")
-    summary = ClusteringStage().run(store, NOW, batch=7, apply=apply)
+    summary = ClusteringStage().run(store, NOW, batch=7, apply=apply, featurize=offload.featurize)
     assert len(calls) == 15 and offload.broken
     assert "a parsing process died" in caplog.text
     assert summary.entries == EVENTS * OUTLETS
