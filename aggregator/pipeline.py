@@ -31,7 +31,6 @@ from urllib.parse import urlsplit
 from .clustering import ClusteringStage, ClusterSummary, features_of
 from .config import Settings
 from .errors import ParseError
-from .fetch import fetch_feed, make_client
 from .models import (
     Entry,
     FeedUpdateResult,
@@ -401,6 +400,10 @@ async def run_round(
     the GIL, or PostgreSQL's, on another core) overlaps with the next feed's parsing. At most
     ``WRITE_BACKLOG`` parsed feeds wait for the writer. With ``offload``, parsing and writing
     happen in its processes instead, and the writer thread only claims."""
+    # (imported here: httpx's import, ~0.25 s here, is for the process that fetches; the
+    # workers import this module and never fetch)
+    from .fetch import fetch_feed, make_client
+
     started = clock()
     results: list[FeedUpdateResult] = []
     limit = asyncio.Semaphore(settings.fetch.concurrency)
