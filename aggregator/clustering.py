@@ -184,10 +184,9 @@ class ClusteringStage:
         """Place every entry without a story, ``batch`` at a time. With ``apply`` (a round's
         parsing process, see pipeline.Offload), a batch's stories are written there while the
         next batch is placed here; a write it cannot do (its process died) is done here. With
-        ``featurize`` (another process), the next batch's text features are computed there
-        while this batch is placed: they are about a third of placing an entry (a cold round of
-        50,000 entries spent ~4 of its ~13 s of placing on them here). A batch whose features
-        could not be computed there has them computed here."""
+        ``featurize`` (another process), entries' text features are computed there a little
+        ahead of their placing here (``_place``): they are about a third of placing an entry (a
+        cold round of 50,000 entries spent ~4 of its ~13 s of placing on them here)."""
         started = time.perf_counter()
         if not store.lead_clustering():
             self.clusterer = None  # when this process leads again, it starts from the store
@@ -218,7 +217,6 @@ class ClusteringStage:
         # batch (in clustering order), whose entries are still without a story until then.
         pending = store.unclustered(limit=batch)
         gen = store.cluster_generation()
-        ahead: Future | None = None  # ``pending``'s features, being computed elsewhere
         # The cyclic garbage collector is paused meanwhile: what a batch makes and drops (rows,
         # items, assignments) is acyclic and freed at once, while each collection pass between
         # batches walked the clusterer's millions of long-lived objects (0.35 s of collections
@@ -235,21 +233,15 @@ class ClusteringStage:
                         settle()  # the rebuild reads the stories, the last batch's included
                         c = self._restore(store, earliest) or self._fresh(store, earliest)
                         self.clusterer, self.generation = c, gen
-                    n, last = len(pending), pending[-1]
-                    # the next batch is read now, for its features to be computed meanwhile
-                    following = []
-                    if n == batch:
-                        following = store.unclustered(batch, after=(last.published, last.entry_id))
-                    feats, ahead = _features_from(ahead), None
-                    if featurize is not None and following:
-                        ahead = featurize([(r.title, r.summary) for r in following], self.settings)
-                    placed = c.add_many(map(to_item, pending), feats=feats)
+                    placed = self._place(c, pending, featurize)
                     rows = [(eid, c.resolve(sid), score, why) for eid, sid, score, why in placed]
                     merged = [(gone, c.resolve(gone)) for gone in c.merged_into]
                     c.merged_into.clear()
                     settle()
-                    pending = following
-                    if pending:
+                    n, last = len(pending), pending[-1]
+                    pending = []
+                    if n == batch:
+                        pending = store.unclustered(batch, after=(last.published, last.entry_id))
                         gen = store.cluster_generation()
                     args = (rows, merged, now, self.generation)
                     writing = (apply(*args) if apply is not None else None, args, n, len(merged))
@@ -258,9 +250,6 @@ class ClusteringStage:
                     self.unsaved = True
                 except ClusterConflictError:  # a correction came in: rebuild, place again
                     writing, self.clusterer = None, None
-                    if ahead is not None:
-                        ahead.cancel()
-                        ahead = None
                     conflicts += 1
                     if conflicts > 3:
                         raise
@@ -271,11 +260,46 @@ class ClusteringStage:
                     raise
         return ClusterSummary(total, touched, merges, time.perf_counter() - started)
 
+    def _place(self, c: Clusterer, rows: list, featurize: Featurize | None) -> list:
+        """``c.add_many`` over ``rows``; with ``featurize``, FEATURES_CHUNK rows at a time, the
+        features of the chunks after the one being placed being computed elsewhere meanwhile
+        (at most FEATURES_AHEAD tasks unfinished at once). A chunk whose features are not done
+        when its turn comes (the first one; or the other process is busy, with the round's
+        search index say) is done here, and its task left to finish unused: cancelling a task
+        of a process pool that then breaks leaves Python 3.11's pool unable to fail the tasks
+        after it, whose waiters would wait for good. Only the features of the chunks in flight
+        are held at once, not a whole batch's."""
+        if featurize is None or len(rows) <= FEATURES_CHUNK:
+            return c.add_many(map(to_item, rows))
+        chunks = [rows[i : i + FEATURES_CHUNK] for i in range(0, len(rows), FEATURES_CHUNK)]
+        futures: dict[int, Future] = {}
+        unfinished: list[Future] = []
+        ask = 1  # the next chunk to ask features for (the first one is placed at once)
+        placed: list = []
+        for j, chunk in enumerate(chunks):
+            ask = max(ask, j + 1)
+            unfinished = [f for f in unfinished if not f.done()]
+            while ask < len(chunks) and len(unfinished) < FEATURES_AHEAD:
+                fut = featurize([(r.title, r.summary) for r in chunks[ask]], self.settings)
+                if fut is None:  # the other process is gone
+                    ask = len(chunks)
+                    break
+                futures[ask] = fut
+                ask += 1
+                if not fut.done():
+                    unfinished.append(fut)
+            placed += c.add_many(map(to_item, chunk), feats=_features_from(futures.pop(j, None)))
+        return placed
+
+
+FEATURES_CHUNK = 1_000  # entries per features task (ClusteringStage._place)
+FEATURES_AHEAD = 6  # unfinished features tasks at most (ClusteringStage._place)
+
 
 def _features_from(future: Future | None) -> list[Features] | None:
-    """What a ``featurize`` future computed; None (computed here, then) when there is none or
-    its process died."""
-    if future is None:
+    """What a ``featurize`` future computed, when it is done; else None (computed here,
+    then): not there yet, or its process died."""
+    if future is None or not future.done():
         return None
     try:
         return adopt(future.result())

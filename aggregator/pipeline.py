@@ -163,14 +163,6 @@ def _worker_init(target: str, settings: Settings) -> None:
     _worker_store, _worker_settings = open_store(target), settings
 
 
-def _helper_init() -> None:
-    """A process that only computes (no store): the features process, see Offload.featurize."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _exit_with_parent()
-
-
 def _exit_with_parent() -> None:
     """End this worker when the round's process is gone. A pool's worker outlives a parent
     killed with SIGKILL (it waits on its task queue, whose write end it holds itself), and
@@ -256,7 +248,6 @@ class Offload:
         # cluster again: see update)
         self.cluster_there = False
         self.cluster_pool = None
-        self.features_pool = None  # started by the first ``featurize``
 
     @classmethod
     def for_round(cls, store: Store, settings: Settings, feeds: int) -> Offload | None:
@@ -369,15 +360,14 @@ class Offload:
             )
 
     def pids(self) -> list[int]:
-        """The workers' process ids, and the clustering and features processes' (for tests)."""
-        pools = [self.pool] + [p for p in (self.cluster_pool, self.features_pool) if p is not None]
+        """The workers' process ids, and the clustering process's (for tests)."""
+        pools = [self.pool] + ([self.cluster_pool] if self.cluster_pool is not None else [])
         return [p.pid for pool in pools for p in (pool._processes or {}).values()]
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
-        for pool in (self.cluster_pool, self.features_pool):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        if self.cluster_pool is not None:
+            self.cluster_pool.shutdown(wait=True, cancel_futures=True)
 
 
 async def run_round(
@@ -400,7 +390,7 @@ async def run_round(
     the GIL, or PostgreSQL's, on another core) overlaps with the next feed's parsing. At most
     ``WRITE_BACKLOG`` parsed feeds wait for the writer. With ``offload``, parsing and writing
     happen in its processes instead, and the writer thread only claims."""
-    # (imported here: httpx's import, ~0.25 s here, is for the process that fetches; the
+    # (imported here: httpx's import, 0.15-0.22 s here, is for the process that fetches; the
     # workers import this module and never fetch)
     from .fetch import fetch_feed, make_client
 

@@ -104,6 +104,7 @@ def test_features_from_another_process_are_adopted_with_this_process_token_objec
     assert adopted.weights == here.weights
     assert any(k is term("parliament") for k in adopted.weights)
     assert {id(k) for k in adopted.weights} == {id(k) for k in here.weights}
+    assert len({id(w) for w in adopted.weights.values()}) == len(set(adopted.weights.values()))
 
 
 @pytest.mark.parametrize("precomputed", [False, True])
