@@ -40,7 +40,6 @@ from itertools import islice
 
 from .dedup import cluster as _cluster_code
 from .dedup.cluster import Clusterer, ClusterSettings, Item, gc_paused
-from .dedup.text import Features, adopt, features
 from .errors import ClusterConflictError
 from .models import ClusterItem
 from .store.base import Store
@@ -48,9 +47,6 @@ from .store.base import Store
 # Writes a batch's stories elsewhere: (rows, merges, now, generation) -> a future of the
 # stories touched, or None when it cannot (then the stage writes them itself).
 Apply = Callable[[list, list, datetime, int | None], "Future[set[int]] | None"]
-# Computes entries' text features elsewhere: ([(title, summary)], settings) -> a future of
-# their ``features``, in order, or None when it cannot (then the stage computes them itself).
-Featurize = Callable[[list[tuple[str, str]], ClusterSettings], "Future[list[Features]] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,19 +170,11 @@ class ClusteringStage:
         return c
 
     def run(
-        self,
-        store: Store,
-        now: datetime,
-        batch: int = 10_000,
-        apply: Apply | None = None,
-        featurize: Featurize | None = None,
+        self, store: Store, now: datetime, batch: int = 10_000, apply: Apply | None = None
     ) -> ClusterSummary:
         """Place every entry without a story, ``batch`` at a time. With ``apply`` (a round's
         parsing process, see pipeline.Offload), a batch's stories are written there while the
-        next batch is placed here; a write it cannot do (its process died) is done here. With
-        ``featurize`` (another process), entries' text features are computed there a little
-        ahead of their placing here (``_place``): they are about a third of placing an entry (a
-        cold round of 50,000 entries spent ~4 of its ~13 s of placing on them here)."""
+        next batch is placed here; a write it cannot do (its process died) is done here."""
         started = time.perf_counter()
         if not store.lead_clustering():
             self.clusterer = None  # when this process leads again, it starts from the store
@@ -233,7 +221,7 @@ class ClusteringStage:
                         settle()  # the rebuild reads the stories, the last batch's included
                         c = self._restore(store, earliest) or self._fresh(store, earliest)
                         self.clusterer, self.generation = c, gen
-                    placed = self._place(c, pending, featurize)
+                    placed = c.add_many(map(to_item, pending))
                     rows = [(eid, c.resolve(sid), score, why) for eid, sid, score, why in placed]
                     merged = [(gone, c.resolve(gone)) for gone in c.merged_into]
                     c.merged_into.clear()
@@ -259,54 +247,3 @@ class ClusteringStage:
                     self.clusterer = None  # memory and store may disagree now: rebuild next time
                     raise
         return ClusterSummary(total, touched, merges, time.perf_counter() - started)
-
-    def _place(self, c: Clusterer, rows: list, featurize: Featurize | None) -> list:
-        """``c.add_many`` over ``rows``; with ``featurize``, FEATURES_CHUNK rows at a time, the
-        features of the chunks after the one being placed being computed elsewhere meanwhile
-        (at most FEATURES_AHEAD tasks unfinished at once). A chunk whose features are not done
-        when its turn comes (the first one; or the other process is busy, with the round's
-        search index say) is done here, and its task left to finish unused: cancelling a task
-        of a process pool that then breaks leaves Python 3.11's pool unable to fail the tasks
-        after it, whose waiters would wait for good. Only the features of the chunks in flight
-        are held at once, not a whole batch's."""
-        if featurize is None or len(rows) <= FEATURES_CHUNK:
-            return c.add_many(map(to_item, rows))
-        chunks = [rows[i : i + FEATURES_CHUNK] for i in range(0, len(rows), FEATURES_CHUNK)]
-        futures: dict[int, Future] = {}
-        unfinished: list[Future] = []
-        ask = 1  # the next chunk to ask features for (the first one is placed at once)
-        placed: list = []
-        for j, chunk in enumerate(chunks):
-            ask = max(ask, j + 1)
-            unfinished = [f for f in unfinished if not f.done()]
-            while ask < len(chunks) and len(unfinished) < FEATURES_AHEAD:
-                fut = featurize([(r.title, r.summary) for r in chunks[ask]], self.settings)
-                if fut is None:  # the other process is gone
-                    ask = len(chunks)
-                    break
-                futures[ask] = fut
-                ask += 1
-                if not fut.done():
-                    unfinished.append(fut)
-            placed += c.add_many(map(to_item, chunk), feats=_features_from(futures.pop(j, None)))
-        return placed
-
-
-FEATURES_CHUNK = 1_000  # entries per features task (ClusteringStage._place)
-FEATURES_AHEAD = 6  # unfinished features tasks at most (ClusteringStage._place)
-
-
-def _features_from(future: Future | None) -> list[Features] | None:
-    """What a ``featurize`` future computed, when it is done; else None (computed here,
-    then): not there yet, or its process died."""
-    if future is None or not future.done():
-        return None
-    try:
-        return adopt(future.result())
-    except BrokenProcessPool:
-        return None
-
-
-def features_of(pairs: list[tuple[str, str]], settings: ClusterSettings) -> list[Features]:
-    """``featurize``'s work, where it runs: the clusterer's features of (title, summary)s."""
-    return [features(t, s, settings.summary_tokens, settings.summary_weight) for t, s in pairs]

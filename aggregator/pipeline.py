@@ -28,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from .clustering import ClusteringStage, ClusterSummary, features_of
+from .clustering import ClusteringStage, ClusterSummary
 from .config import Settings
 from .errors import ParseError
 from .models import (
@@ -304,11 +304,6 @@ class Offload:
             pass
         log.warning("the clustering process died; this round clusters in its own process")
         return None
-
-    def featurize(self, pairs: list[tuple[str, str]], settings) -> Future | None:
-        """The clustering stage's text features of (title, summary)s, computed in a worker;
-        None when the workers are gone."""
-        return self._submit(features_of, pairs, settings)
 
     def index_pending(self):
         """Start the round's full-text indexing in a worker (it overlaps with the clustering
@@ -693,8 +688,7 @@ def update(
             # clusters
             indexing = offload.index_pending() if offload is not None else None
             apply = offload.apply_clustering if offload is not None else None
-            featurize = offload.featurize if offload is not None else None
-            clustered = stage.run(store, clock(), apply=apply, featurize=featurize)
+            clustered = stage.run(store, clock(), apply=apply)
             if offload is None or not offload.indexed(indexing):
                 store.index_pending()
     finally:

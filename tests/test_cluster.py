@@ -10,7 +10,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from aggregator.dedup.cluster import Clusterer, ClusterSettings, Item
-from aggregator.dedup.text import adopt, features, first_words, stem, term, words
+from aggregator.dedup.text import features, first_words, stem, words
 
 from .conftest import collections_during
 
@@ -90,41 +90,6 @@ def test_words_stems_and_numbers():
     assert f.years == {"2017", "2018"} and f.decimals == {"6.8"}
     assert "in" not in f.weights and f.weights["strike"] == 1.0
     assert f.weights["report"] == 0.5
-
-
-def test_features_from_another_process_are_adopted_with_this_process_token_objects():
-    import pickle
-
-    here = features("Parliament passes budget", "the budget vote")
-    there = pickle.loads(pickle.dumps([features("Parliament passes budget", "the budget vote")]))
-    assert there[0].weights == here.weights
-    # an equal string, another object: every dict lookup would compare its characters
-    assert all(k is not term("parliament") for k in there[0].weights)
-    adopted = adopt(there)[0]
-    assert adopted.weights == here.weights
-    assert any(k is term("parliament") for k in adopted.weights)
-    assert {id(k) for k in adopted.weights} == {id(k) for k in here.weights}
-    assert len({id(w) for w in adopted.weights.values()}) == len(set(adopted.weights.values()))
-
-
-@pytest.mark.parametrize("precomputed", [False, True])
-def test_precomputed_features_place_entries_as_computed_ones(precomputed):
-    t0 = datetime(2026, 3, 1, tzinfo=UTC)
-    titles = [
-        "Parliament passes budget after long debate",
-        "Budget passes parliament after debate",
-        "Earthquake of 6.1 shakes northern coast",
-        "Quake of 6.1 magnitude hits northern coast",
-        "Local team wins cup final",
-    ]
-    items = [
-        Item(i, f"s{i}", f"https://o{i}.example/a", t, "", t0 + timedelta(minutes=i))
-        for i, t in enumerate(titles)
-    ]
-    s = ClusterSettings()
-    feats = [features(i.title, i.summary, s.summary_tokens, s.summary_weight) for i in items]
-    placed = Clusterer(s).add_many(items, feats=feats if precomputed else None)
-    assert [a.story_id for a in placed] == [1, 1, 2, 2, 3]
 
 
 def test_same_event_from_several_outlets_is_one_story():

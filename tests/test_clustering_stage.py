@@ -8,13 +8,11 @@ import logging
 import os
 import signal
 import time
-from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from aggregator import clustering
-from aggregator.clustering import ClusteringStage, features_of
+from aggregator.clustering import ClusteringStage
 from aggregator.config import Settings
 from aggregator.errors import ClusterConflictError
 from aggregator.pipeline import Offload
@@ -94,62 +92,14 @@ def test_small_batches_store_the_stories_one_batch_stores(db_target, tmp_path, w
     one.close()
 
     store = fill(db_target)
-    offload = request.getfixturevalue("offload") if where != "here" else None
-    apply = offload.apply_clustering if offload is not None else None
-    featurize = offload.featurize if offload is not None else None
-    # 15 batches; with a worker, each one's stories written there while the next is placed,
-    # and features computed there ahead of their chunk (when they are done in time)
-    summary = ClusteringStage().run(store, NOW, batch=7, apply=apply, featurize=featurize)
+    apply = request.getfixturevalue("offload").apply_clustering if where != "here" else None
+    # 15 batches; with a worker, each one's stories written there while the next is placed
+    summary = ClusteringStage().run(store, NOW, batch=7, apply=apply)
     assert summary.entries == EVENTS * OUTLETS and summary.merges == 0
     assert store.unclustered() == []
     assert stories(store) == expected()
     assert store.story_count() == EVENTS
     store.close()
-
-
-@pytest.mark.parametrize("late", ["every other one", "all of them"])
-def test_features_computed_ahead_are_used_for_their_own_chunk(tmp_path, monkeypatch, late):
-    """Chunks of 2 in batches of 7 (chunks of 2, 2, 2 and 1): features are asked for the
-    chunks after the one being placed, at most two unfinished at once; those done in time are
-    used, each for its own chunk (or the stories would differ), the others are left alone
-    (not cancelled) and their chunks' features computed in place."""
-    monkeypatch.setattr(clustering, "FEATURES_CHUNK", 2)
-    monkeypatch.setattr(clustering, "FEATURES_AHEAD", 2)
-    store = fill(str(tmp_path / "feat.sqlite"))
-    asked, used, pending = [], [], []
-
-    class Counted(Future):
-        def result(self, timeout=None):
-            used.append(self)
-            return super().result(timeout)
-
-    def featurize(pairs, settings):
-        asked.append(len(pairs))
-        fut = Counted()
-        if late == "every other one" and len(asked) % 2:
-            fut.set_result(features_of(pairs, settings))
-        else:  # never done (a busy worker)
-            pending.append(fut)
-        return fut
-
-    summary = ClusteringStage().run(store, NOW, batch=7, featurize=featurize)
-    assert summary.entries == EVENTS * OUTLETS
-    assert stories(store) == expected()
-    assert not any(f.cancelled() for f in pending)
-    if late == "every other one":
-        # each batch asks for chunks 1, 2 and 3 at once: one at most is unfinished each time
-        assert asked == [2, 2, 1] * 14 and len(used) == 21
-    else:
-        # chunks 1 and 2, and then no more: two are unfinished
-        assert asked == [2, 2] * 14 and used == []
-    store.close()
-
-
-def test_the_worker_computes_the_features_this_process_would(offload):
-    pairs = [(headline(e, o), f"summary of event {e}") for e in range(5) for o in range(3)]
-    settings = ClusteringStage().settings
-    there = offload.featurize(pairs, settings).result(timeout=60)
-    assert there == features_of(pairs, settings)
 
 
 def test_the_stage_places_its_batches_without_running_the_cyclic_collector(tmp_path):
@@ -222,10 +172,7 @@ def test_a_correction_while_a_batch_is_written_is_placed_again(db_target, offloa
     store.close()
 
 
-def test_a_worker_that_dies_mid_stage_costs_no_story(db_target, offload, caplog, monkeypatch):
-    """Killed with a batch's stories and features in flight: the stage writes the one and
-    computes the other itself, and goes on without the worker."""
-    monkeypatch.setattr(clustering, "FEATURES_CHUNK", 2)
+def test_a_worker_that_dies_mid_stage_costs_no_story(db_target, offload, caplog):
     store = fill(db_target)
     calls = []
 
@@ -240,7 +187,7 @@ def test_a_worker_that_dies_mid_stage_costs_no_story(db_target, offload, caplog,
         return fut
 
     caplog.set_level(logging.WARNING, logger="aggregator")
-    summary = ClusteringStage().run(store, NOW, batch=7, apply=apply, featurize=offload.featurize)
+    summary = ClusteringStage().run(store, NOW, batch=7, apply=apply)
     assert len(calls) == 15 and offload.broken
     assert "a parsing process died" in caplog.text
     assert summary.entries == EVENTS * OUTLETS

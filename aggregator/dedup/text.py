@@ -105,8 +105,6 @@ def _stem(w: str) -> str:
 
 
 _TERMS: dict[str, str] = {}  # word -> its term: the stem, or "" for a stopword
-# term -> the one str object this process uses for it (see ``adopt``)
-_CANON: dict[str, str] = {}
 
 
 def term(w: str) -> str:
@@ -116,27 +114,8 @@ def term(w: str) -> str:
         s = "" if w in STOPWORDS else stem(w)
         if len(_TERMS) > 500_000:
             _TERMS.clear()
-        if len(_CANON) > 500_000:
-            _CANON.clear()
-        s = _TERMS[w] = _CANON.setdefault(s, s)
+        _TERMS[w] = s
     return s
-
-
-def adopt(feats: list[Features]) -> list[Features]:
-    """Features made in another process (unpickled), their tokens made this process's own
-    str objects for the same terms. The clusterer looks tokens up in dicts keyed by the str
-    objects it first saw; an equal string that is another object costs a comparison of its
-    characters on every lookup, where the same object is found by identity. Placing the
-    1000-feed bench's 50,500 entries in batches of 10,000 took 12.4-12.8 s with each batch's
-    features unpickled as they are, 10.9-12.4 s adopted, 10.0-11.0 s with features made in the
-    same process (three runs each, alternating; without features given, ~15 s). The weights
-    become shared float objects again too: the clusterer keeps them, and one float per token
-    of every entry raised a cold round's peak from 163 to 202 MB (171 MB adopted)."""
-    canon = _CANON
-    weights: dict[float, float] = {}  # (and one float object per weight: they take two values)
-    for f in feats:
-        f.weights = {canon.setdefault(k, k): weights.setdefault(w, w) for k, w in f.weights.items()}
-    return feats
 
 
 _DIGIT = re.compile(r"\d")
