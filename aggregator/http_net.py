@@ -103,7 +103,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             try:
                 await self._wait(timeout)
             except TimeoutError:
-                raise httpcore.ReadTimeout(f"no data within {timeout:g}s") from None
+                raise httpcore.ReadTimeout(f"no data within {_seconds(timeout)}") from None
         buf = p.buffer
         if not buf:
             if p.error is not None:
@@ -131,7 +131,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             try:
                 await self._wait(timeout)
             except TimeoutError:
-                raise httpcore.WriteTimeout(f"could not send within {timeout:g}s") from None
+                raise httpcore.WriteTimeout(f"could not send within {_seconds(timeout)}") from None
         if p.lost and p.error is not None:
             raise httpcore.WriteError(str(p.error) or type(p.error).__name__)
 
@@ -155,7 +155,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                 )
         except TimeoutError:
             await self.aclose()
-            raise httpcore.ConnectTimeout(f"no TLS handshake within {timeout:g}s") from None
+            raise httpcore.ConnectTimeout(f"no TLS handshake within {_seconds(timeout)}") from None
         except (OSError, ssl.SSLError) as e:  # (ssl.SSLError is an OSError; both said)
             await self.aclose()
             raise httpcore.ConnectError(str(e) or type(e).__name__) from e
@@ -193,22 +193,14 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_connection(
-                    _Protocol,
-                    host,
-                    port,
-                    local_addr=(local_address, 0) if local_address else None,
-                    happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
-                )
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"no connection within {timeout:g}s") from None
-        except OSError as e:
-            raise httpcore.ConnectError(str(e) or type(e).__name__) from e
-        _set_options(transport, socket_options)  # (asyncio sets TCP_NODELAY itself)
-        return AsyncioStream(protocol)
+        opening = asyncio.get_running_loop().create_connection(
+            _Protocol,
+            host,
+            port,
+            local_addr=(local_address, 0) if local_address else None,
+            happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY,
+        )
+        return await _connected(opening, timeout, socket_options)  # (asyncio sets TCP_NODELAY)
 
     async def connect_unix_socket(
         self,
@@ -216,19 +208,31 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,
         socket_options: Iterable[SocketOption] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_unix_connection(_Protocol, path)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"no connection within {timeout:g}s") from None
-        except OSError as e:
-            raise httpcore.ConnectError(str(e) or type(e).__name__) from e
-        _set_options(transport, socket_options)
-        return AsyncioStream(protocol)
+        opening = asyncio.get_running_loop().create_unix_connection(_Protocol, path)
+        return await _connected(opening, timeout, socket_options)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def _connected(
+    opening, timeout: float | None, options: Iterable[SocketOption] | None
+) -> AsyncioStream:
+    """The stream over what ``opening`` (a loop's create_*connection) connects, with httpcore's
+    exceptions for what goes wrong."""
+    try:
+        async with asyncio.timeout(timeout):
+            transport, protocol = await opening
+    except TimeoutError:  # (ours, or the system's: ETIMEDOUT is a TimeoutError too)
+        raise httpcore.ConnectTimeout(f"no connection within {_seconds(timeout)}") from None
+    except OSError as e:
+        raise httpcore.ConnectError(str(e) or type(e).__name__) from e
+    _set_options(transport, options)
+    return AsyncioStream(protocol)
+
+
+def _seconds(timeout: float | None) -> str:
+    return "the system's time limit" if timeout is None else f"{timeout:g}s"
 
 
 def _set_options(transport: asyncio.Transport, options: Iterable[SocketOption] | None) -> None:

@@ -255,3 +255,12 @@ def test_http_over_a_unix_socket(tmp_path):
     finally:
         sock.close()
     assert resp.status == 200 and resp.content == b"ok"
+
+
+def test_a_system_connect_timeout_without_a_limit_of_ours_is_a_connect_timeout():
+    # ETIMEDOUT from the kernel is a TimeoutError too, also when httpcore gave no timeout
+    async def opening():
+        raise TimeoutError(110, "Connection timed out")
+
+    with pytest.raises(httpcore.ConnectTimeout, match="the system's time limit"):
+        asyncio.run(http_net._connected(opening(), None, None))
