@@ -79,6 +79,15 @@ def _expire(fut: asyncio.Future) -> None:
         fut.set_exception(TimeoutError())
 
 
+# httpcore's names for a connection's details -> asyncio's
+_EXTRA = {
+    "ssl_object": "ssl_object",
+    "client_addr": "sockname",
+    "server_addr": "peername",
+    "socket": "socket",
+}
+
+
 class AsyncioStream(httpcore.AsyncNetworkStream):
     def __init__(self, protocol: _Protocol) -> None:
         self._p = protocol
@@ -107,7 +116,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         buf = p.buffer
         if not buf:
             if p.error is not None:
-                raise httpcore.ReadError(str(p.error) or type(p.error).__name__)
+                raise httpcore.ReadError(_why(p.error))
             return b""  # the end of the stream
         if len(buf) <= max_bytes:
             data = bytes(buf)
@@ -133,7 +142,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             except TimeoutError:
                 raise httpcore.WriteTimeout(f"could not send within {_seconds(timeout)}") from None
         if p.lost and p.error is not None:
-            raise httpcore.WriteError(str(p.error) or type(p.error).__name__)
+            raise httpcore.WriteError(_why(p.error))
 
     async def aclose(self) -> None:
         transport = self._p.transport
@@ -156,9 +165,9 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         except TimeoutError:
             await self.aclose()
             raise httpcore.ConnectTimeout(f"no TLS handshake within {_seconds(timeout)}") from None
-        except (OSError, ssl.SSLError) as e:  # (ssl.SSLError is an OSError; both said)
+        except OSError as e:  # (ssl.SSLError, a refused certificate say, is an OSError)
             await self.aclose()
-            raise httpcore.ConnectError(str(e) or type(e).__name__) from e
+            raise httpcore.ConnectError(_why(e)) from e
         if tls is None:  # the connection closed during the handshake
             raise httpcore.ConnectError("the connection closed during the TLS handshake")
         p.transport = tls
@@ -168,12 +177,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         p = self._p
         if info == "is_readable":  # (httpcore: an idle connection the server closed, or spoke on)
             return bool(p.buffer) or p.eof
-        key = {
-            "ssl_object": "ssl_object",
-            "client_addr": "sockname",
-            "server_addr": "peername",
-            "socket": "socket",
-        }.get(info)
+        key = _EXTRA.get(info)
         if key is None or p.transport is None:
             return None
         return p.transport.get_extra_info(key)
@@ -226,9 +230,13 @@ async def _connected(
     except TimeoutError:  # (ours, or the system's: ETIMEDOUT is a TimeoutError too)
         raise httpcore.ConnectTimeout(f"no connection within {_seconds(timeout)}") from None
     except OSError as e:
-        raise httpcore.ConnectError(str(e) or type(e).__name__) from e
+        raise httpcore.ConnectError(_why(e)) from e
     _set_options(transport, options)
     return AsyncioStream(protocol)
+
+
+def _why(e: BaseException) -> str:
+    return str(e) or type(e).__name__
 
 
 def _seconds(timeout: float | None) -> str:
