@@ -29,6 +29,7 @@ from collections import OrderedDict, deque
 
 import httpcore
 import httpx
+from httpcore._synchronization import AsyncLock as _AnyioLock
 
 from .http_net import AsyncioBackend
 
@@ -66,12 +67,16 @@ class ConnectionPool:
         self.opened = 0  # connections opened since the pool was made (for tests and figures)
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
-        wait = request.extensions.get("timeout", {}).get("pool")
-        try:
-            async with asyncio.timeout(wait):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpcore.PoolTimeout(f"no connection free within {wait}s") from None
+        slots = self._slots
+        if slots.locked():  # (a free slot is taken at once: no timer for it)
+            wait = request.extensions.get("timeout", {}).get("pool")
+            try:
+                async with asyncio.timeout(wait):
+                    await slots.acquire()
+            except TimeoutError:
+                raise httpcore.PoolTimeout(f"no connection free within {wait}s") from None
+        else:
+            await slots.acquire()
         origin = request.url.origin
         conn = None
         try:
@@ -84,6 +89,8 @@ class ConnectionPool:
                     raise
                 conn, reused = self._new(origin), False
                 response = await conn.handle_async_request(request)
+            if not reused:  # (a reused one has had them since its first request)
+                _asyncio_locks(conn)
         except BaseException:
             self._slots.release()
             if conn is not None:
@@ -105,12 +112,14 @@ class ConnectionPool:
         self.opened += 1
         if callable(self._ssl_context) and origin.scheme == b"https":
             self._ssl_context = self._ssl_context()
-        return httpcore.AsyncHTTPConnection(
+        conn = httpcore.AsyncHTTPConnection(
             origin=origin,
             ssl_context=None if callable(self._ssl_context) else self._ssl_context,
             keepalive_expiry=self._expiry,
             network_backend=self._backend,
         )
+        _asyncio_locks(conn)
+        return conn
 
     async def _take(self, origin: httpcore.Origin) -> tuple[httpcore.AsyncHTTPConnection, bool]:
         key = _key(origin)
@@ -178,6 +187,44 @@ class _Body:
                 await self._stream.aclose()
         finally:
             await self._pool._give_back(self._origin, self._conn)
+
+
+class _Lock:
+    """httpcore's lock interface (``async with``) over an ``asyncio.Lock``."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> _Lock:
+        await self._lock.acquire()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._lock.release()
+
+
+def _asyncio_locks(conn: httpcore.AsyncHTTPConnection) -> None:
+    """Give ``conn`` (and its HTTP/1.1 connection, once it has one) asyncio locks in place of
+    httpcore's. Those are anyio's, whose every acquire yields to the event loop even when the
+    lock is free (a cancellation checkpoint): three per request, and here a connection serves
+    one request at a time, so they are never contended. 1000 conditional GETs took 0.24 s of
+    CPU with them, 0.21 s without (the same 304s from the bench's nginx). Only locks that are
+    still httpcore's own and not held are replaced; an httpcore that names them otherwise
+    keeps its own."""
+    for owner, name in (
+        (conn, "_request_lock"),
+        (getattr(conn, "_connection", None), "_state_lock"),
+    ):
+        lock = getattr(owner, name, None)
+        if type(lock) is _AnyioLock and not _held(lock):
+            setattr(owner, name, _Lock())
+
+
+def _held(lock: _AnyioLock) -> bool:
+    inner = getattr(lock, "_anyio_lock", None)
+    return inner is not None and inner.locked()
 
 
 def _key(origin: httpcore.Origin) -> tuple[bytes, bytes, int]:

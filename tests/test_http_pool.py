@@ -220,3 +220,24 @@ def test_idle_cap_with_a_host_whose_connections_are_all_in_use(counting):
             assert client._transport.pool.idle == 1
 
     asyncio.run(go())
+
+
+def test_connections_lock_with_asyncio_locks_once_they_served_a_request(counting):
+    """httpcore's locks are anyio's, and every acquire yields to the event loop; the pool swaps
+    in asyncio ones. If httpcore renames them, this fails: the swap no longer happens."""
+    from aggregator import http_pool
+
+    srv = counting()
+
+    async def go():
+        async with make_client(FAST) as client:
+            for i in range(3):
+                r = await fetch_feed(client, FetchRequest(i, srv.url("/feed")), FAST, NOW)
+                assert r.outcome is Outcome.OK
+            return [c for stack in client.transport.pool._idle.values() for c in stack]
+
+    idle = asyncio.run(go())
+    assert len(idle) == 1  # one connection, reused
+    (conn,) = idle
+    assert type(conn._request_lock) is http_pool._Lock
+    assert type(conn._connection._state_lock) is http_pool._Lock
