@@ -41,6 +41,7 @@ ACCEPT = (
 )
 REDIRECTS = {301, 302, 303, 307, 308}
 PERMANENT = {301, 308}
+BODILESS = {204, 304}  # statuses whose responses have no body (RFC 9110 6.4.1)
 MAX_RETRY_AFTER = timedelta(days=7)
 
 
@@ -265,6 +266,12 @@ async def _drain(resp: httpx.Response) -> None:
     connection is closed, and the response is still what the status says."""
     seen = 0
     try:
+        if resp.status_code in BODILESS:
+            # no body by definition: h11 ends the message without reading, so there is
+            # nothing to wait for (and no timer to arm, for every 304 of a round)
+            async for _ in resp.aiter_raw():
+                pass
+            return
         async with asyncio.timeout(DRAIN_SECONDS):
             async for chunk in resp.aiter_raw():
                 seen += len(chunk)
