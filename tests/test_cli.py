@@ -286,3 +286,31 @@ def test_a_query_loads_nothing_a_round_needs(tmp_path, args):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "loaded:", out.stdout
+
+
+ROUND_ONLY = """
+import sys
+from aggregator.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as e:
+    assert not e.code, e.code
+print("loaded:", *[m for m in ("httpx", "httpx._main", "rich", "pygments") if sys.modules.get(m)])
+"""
+
+
+def test_a_round_loads_httpx_without_its_command_line(server, tmp_path):
+    """httpx imports its own CLI (rich, pygments) with itself; `aggregator update` blocks that
+    import (25-35 ms of every round's start) and still fetches with httpx."""
+    db = str(tmp_path / "s.sqlite")
+    url = serve_feed(server, "/feed.xml", "Outlet", 3)
+    for args in (["feeds", "add", url], ["update", "--no-progress"]):
+        out = subprocess.run(
+            [sys.executable, "-c", ROUND_ONLY, "--db", db, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines()[-1] == "loaded: httpx", out.stdout
+    assert "1 not modified, 0 failed" in out.stdout, out.stdout  # fetched again, over httpx
