@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import platformdirs
-
 from .base import Store, StoreStats
 from .postgres import PostgresStore, is_postgres_url
 from .sqlite import SQLiteStore
@@ -23,6 +21,8 @@ __all__ = [
 
 
 def default_db_path() -> Path:
+    import platformdirs  # (here: most commands name their store, and it costs ~5 ms)
+
     return Path(platformdirs.user_data_dir("aggregator", appauthor=False)) / "aggregator.sqlite"
 
 
