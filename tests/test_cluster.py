@@ -353,7 +353,7 @@ def test_loading_a_truncated_dump_fails_loudly():
 
 
 # words of 1 to 40 letters, digits and characters NFKC or lower() change, between separators
-# (apostrophes, a combining accent, punctuation): cuts at 16 characters a word fall anywhere
+# (apostrophes, a combining accent, punctuation): cuts at 8 characters a word fall anywhere
 _WORD_CHARS = st.sampled_from(list("abz19éEİß\ufb01"))
 _SEPARATORS = st.sampled_from([" ", ", ", "'", "’", ".", " - ", "_", "\u0301 ", "\u00a0", "'s "])
 _TEXTS = st.lists(st.tuples(st.text(_WORD_CHARS, min_size=1, max_size=40), _SEPARATORS)).map(
@@ -365,6 +365,14 @@ _TEXTS = st.lists(st.tuples(st.text(_WORD_CHARS, min_size=1, max_size=40), _SEPA
 @given(_TEXTS, st.integers(0, 12))
 def test_the_first_words_of_a_text_are_those_of_the_whole_text(text, k):
     assert first_words(text, k) == words(text)[:k]
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(st.text(st.characters(max_codepoint=127)))
+def test_ascii_text_is_split_into_the_same_words_by_its_faster_pattern(text):
+    from aggregator.dedup import text as T
+
+    assert T._WORD_ASCII.findall(text) == T._WORD.findall(text)
 
 
 def test_a_long_summary_counts_its_first_words_only():
