@@ -379,3 +379,35 @@ def test_a_long_summary_counts_its_first_words_only():
     long = " ".join(f"word{i} zeta{i}" for i in range(5000))  # ~70,000 characters
     f = features("Title", long, summary_tokens=60)
     assert len(f.weights) == 61 and "zeta29" in f.weights and "word30" not in f.weights
+
+
+def test_one_member_stories_scored_without_looking_up_their_tokens_score_the_same():
+    """A one-member story's tokens all count fully when kappa * summary_weight >= 1, and
+    scoring skips their lookup then; the full computation must give the same stories."""
+    items = synthetic_stream(3000)
+    fast, exact = Clusterer(), Clusterer()
+    assert fast._single_full
+    exact._single_full = False  # every candidate's tokens looked up
+    a, b = fast.add_many(items), exact.add_many(items)
+    assert [(x.story_id, x.score, x.reason) for x in a] == [
+        (x.story_id, x.score, x.reason) for x in b
+    ]
+    assert sum(1 for st in fast.stories.values() if st.n == 1) > 100  # the shortcut was used
+    # a weight for which a one-member story's summary tokens do not count fully
+    assert not Clusterer(ClusterSettings(kappa=1.5, summary_weight=0.5))._single_full
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "two"),
+    [
+        ({}, {}, False),
+        ({"x": 1}, {"x": 1}, False),
+        ({"x": 1, "y": 1}, {"y": 2, "x": 2}, True),
+        ({"x": 1, "y": 1, "z": 1}, {"z": 1}, False),
+        ({"a": 1, "b": 1}, {"a": 1, "c": 1}, False),
+    ],
+)
+def test_shares_two(a, b, two):
+    from aggregator.dedup.cluster import _shares_two
+
+    assert _shares_two(a, b) is two and _shares_two(b, a) is two

@@ -6,6 +6,9 @@ cimport cython
 
 cpdef list _top(dict acc, Py_ssize_t k)
 
+@cython.locals(found=bint)
+cpdef bint _shares_two(dict a, dict b)
+
 
 cdef class StoryState:
     cdef public object id
@@ -45,6 +48,7 @@ cdef class Clusterer:
     cdef public Py_ssize_t _epoch
     cdef public Py_ssize_t _next_epoch
     cdef public double _lift
+    cdef public bint _single_full
 
     @cython.locals(isf=double, ief=double)
     cpdef double idf(self, str token)
@@ -67,7 +71,7 @@ cdef class Clusterer:
     @cython.locals(total=double, kappa=double, skipped=double, w=double, share=double, a=double,
                    bound=double, floor=double, exact=double, best_score=double, score=double,
                    lookups=Py_ssize_t, max_post=Py_ssize_t, max_lookups=Py_ssize_t, st=StoryState, n=Py_ssize_t,
-                   acc=dict, c=double)
+                   acc=dict, c=double, single_full=bint)
     cpdef tuple _best_story(self, f, double t)
 
     @cython.locals(core_hit=double, core=double, score=double, ratio=double, gap_h=double,

@@ -80,6 +80,20 @@ def _count(into: dict[str, int] | None, more: dict[str, int]) -> dict[str, int]:
     return into
 
 
+def _shares_two(a: dict, b: dict) -> bool:
+    """Whether the dicts have at least two keys in common (without building their
+    intersection: a young story's tokens against an entry's, for every candidate)."""
+    if len(a) > len(b):
+        a, b = b, a
+    found = False
+    for key in a:
+        if key in b:
+            if found:
+                return True
+            found = True
+    return False
+
+
 def _top(acc: dict, k: int) -> list:
     """The k items with the largest values, largest first, ties in insertion order (as
     heapq.nlargest; sorting is faster for the few dozen candidates an entry has)."""
@@ -307,6 +321,10 @@ class Clusterer:
         self._epoch = 0
         self._next_epoch = IDF_EPOCH
         self._lift = self.s.near_duplicate_ratio / 100.0
+        # A one-member story holds each of its tokens at that member's field weight (1 or
+        # summary_weight): when kappa times the lower one reaches 1, every token of such a
+        # story counts fully, and scoring need not look it up (most candidates are such)
+        self._single_full = self.s.kappa * min(1.0, self.s.summary_weight) >= 1.0
 
     # -- the API ----------------------------------------------------------------------------------
 
@@ -565,6 +583,7 @@ class Clusterer:
         not_looked_up: list[tuple[str, float]] = []
         lookups = 0
         sf, postings = self.sf, self.postings
+        single_full = self._single_full
         for tok, w in sorted(weights.items(), key=_second, reverse=True):
             live = sf.get(tok)
             if not live:
@@ -582,9 +601,12 @@ class Clusterer:
             for st in posting:
                 if st.evicted:
                     continue
+                a = acc.get(st, 0.0)
+                if st.n == 1 and single_full:
+                    acc[st] = a + w
+                    continue
                 c = st.tokens[tok]  # (locals the compiled build keeps as C doubles)
                 share = kappa * c / st.n
-                a = acc.get(st, 0.0)
                 acc[st] = a + (w if share >= 1.0 else w * share)
         if not acc:
             return None, 0.0, ""
@@ -665,12 +687,10 @@ class Clusterer:
                 core_hit += w
         core = core_hit / core_w if core_w else 0.0
         score = math.sqrt(coverage * core)
-        if st.n < s.small_story and score > 0.0:
-            # one shared word between two short texts is weak evidence: a young story needs
-            # at least two of its words in the entry
-            shared = len(st.tokens.keys() & weights.keys())
-            if shared < 2:
-                score *= 0.5
+        # one shared word between two short texts is weak evidence: a young story needs at
+        # least two of its words in the entry
+        if st.n < s.small_story and score > 0.0 and not _shares_two(st.tokens, weights):
+            score *= 0.5
         ratio = 0.0
         if score < s.threshold and coverage >= NEAR_DUPLICATE_MIN_COVERAGE and st.title_key:
             ratio = fuzz.ratio(f.title_key, st.title_key)
