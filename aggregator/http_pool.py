@@ -18,7 +18,8 @@ a request checks only the one connection it takes.
 
 Each connection is httpcore's own ``AsyncHTTPConnection``; the HTTP itself, TLS, timeouts and
 exceptions are httpcore's, over asyncio's transports (``http_net.AsyncioBackend``) unless a
-``network_backend`` is given. ``Transport`` plugs the pool into httpx.
+``network_backend`` is given, and with asyncio locks in place of its anyio ones
+(``_asyncio_locks``). ``Transport`` plugs the pool into httpx.
 """
 
 from __future__ import annotations
