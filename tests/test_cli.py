@@ -258,45 +258,41 @@ def test_feed_text_is_not_read_as_markup(server, run_cli):
     assert "[bold red]Evil[/bold red]" in out
 
 
-QUERY_ONLY = """
+# runs the CLI on argv[2:], then prints which of the modules named in argv[1] it loaded (a None
+# in sys.modules is an import that was blocked, not a module)
+LOADED = """
 import sys
 from aggregator.cli import main
 try:
-    main(sys.argv[1:])
+    main(sys.argv[2:])
 except SystemExit as e:
     assert not e.code, e.code
-heavy = (
-    "httpx", "feedparser", "w3lib", "selectolax",
-    "aggregator.pipeline", "aggregator.fetch", "aggregator.clustering",
-)
-print("loaded:", *[m for m in heavy if m in sys.modules])
+print("loaded:", *[m for m in sys.argv[1].split(",") if sys.modules.get(m)])
 """
+
+
+def loaded_by(modules: tuple[str, ...], *args: str) -> subprocess.CompletedProcess:
+    """The CLI in a new process; its output ends with the ``modules`` it loaded."""
+    out = subprocess.run(
+        [sys.executable, "-c", LOADED, ",".join(modules), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+HEAVY = ("httpx", "feedparser", "w3lib", "selectolax")
+HEAVY += ("aggregator.pipeline", "aggregator.fetch", "aggregator.clustering")
 
 
 @pytest.mark.parametrize("args", [["stories", "--since", "24h"], ["search", "budget"], ["entries"]])
 def test_a_query_loads_nothing_a_round_needs(tmp_path, args):
     """Queries start without the HTTP client, the parsers or the clusterer (importing them was
     about half of a query's start-up)."""
-    db = str(tmp_path / "s.sqlite")
-    out = subprocess.run(
-        [sys.executable, "-c", QUERY_ONLY, "--db", db, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
+    out = loaded_by(HEAVY, "--db", str(tmp_path / "s.sqlite"), *args)
     assert out.stdout.splitlines()[-1] == "loaded:", out.stdout
-
-
-ROUND_ONLY = """
-import sys
-from aggregator.cli import main
-try:
-    main(sys.argv[1:])
-except SystemExit as e:
-    assert not e.code, e.code
-print("loaded:", *[m for m in ("httpx", "httpx._main", "rich", "pygments") if sys.modules.get(m)])
-"""
 
 
 def test_a_round_loads_httpx_without_its_command_line(server, tmp_path):
@@ -305,12 +301,6 @@ def test_a_round_loads_httpx_without_its_command_line(server, tmp_path):
     db = str(tmp_path / "s.sqlite")
     url = serve_feed(server, "/feed.xml", "Outlet", 3)
     for args in (["feeds", "add", url], ["update", "--no-progress"]):
-        out = subprocess.run(
-            [sys.executable, "-c", ROUND_ONLY, "--db", db, *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
+        out = loaded_by(("httpx", "httpx._main", "rich", "pygments"), "--db", db, *args)
         assert out.stdout.splitlines()[-1] == "loaded: httpx", out.stdout
     assert "1 not modified, 0 failed" in out.stdout, out.stdout  # fetched again, over httpx
