@@ -185,7 +185,8 @@ class ClusteringStage:
             if store.cluster_fingerprint() != self._preloaded:  # others placed meanwhile
                 self.clusterer = None
             self._preloaded = None
-        total = touched = merges = conflicts = 0
+        total = merges = conflicts = 0
+        touched: set[int] = set()  # the stories the writes created or grew, as they are now
         # the write in flight: (its future, its arguments, entries, merges)
         writing: tuple[Future | None, tuple, int, int] | None = None
         # placed batches not sent yet: their rows and merges, in order, and their entries
@@ -193,7 +194,7 @@ class ClusteringStage:
 
         def settle() -> None:
             """Wait for the write in flight (or do it here, if its process died)."""
-            nonlocal writing, total, touched, merges
+            nonlocal writing, total, merges
             if writing is not None:
                 fut, args, n, m = writing
                 writing = None
@@ -201,7 +202,9 @@ class ClusteringStage:
                     done = fut.result() if fut is not None else store.apply_clustering(*args)
                 except BrokenProcessPool:
                     done = store.apply_clustering(*args)
-                touched += len(done)
+                # (a story an earlier write touched may have merged into another since)
+                touched.difference_update(gone for gone, _ in args[1])
+                touched.update(done)
                 total, merges = total + n, merges + m
 
         def send(now: datetime, wait: bool) -> None:
@@ -277,4 +280,4 @@ class ClusteringStage:
                 except BaseException:
                     self.clusterer = None  # memory and store may disagree now: rebuild next time
                     raise
-        return ClusterSummary(total, touched, merges, time.perf_counter() - started)
+        return ClusterSummary(total, len(touched), merges, time.perf_counter() - started)

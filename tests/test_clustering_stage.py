@@ -96,6 +96,8 @@ def test_small_batches_store_the_stories_one_batch_stores(db_target, tmp_path, w
     # 15 batches; with a worker, their stories written there while the next ones are placed
     summary = ClusteringStage().run(store, NOW, batch=7, apply=apply)
     assert summary.entries == EVENTS * OUTLETS and summary.merges == 0
+    # each story once, though its entries came in two batches' writes
+    assert summary.stories_touched == EVENTS
     assert store.unclustered() == []
     assert stories(store) == expected()
     assert store.story_count() == EVENTS
