@@ -41,7 +41,7 @@ ACCEPT = (
 )
 REDIRECTS = {301, 302, 303, 307, 308}
 PERMANENT = {301, 308}
-BODILESS = {204, 304}  # statuses whose responses have no body (RFC 9110 6.4.1)
+BODILESS = {204, 304}  # statuses whose responses end with their headers (RFC 9112, 6.3)
 MAX_RETRY_AFTER = timedelta(days=7)
 
 
