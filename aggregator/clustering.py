@@ -31,7 +31,7 @@ import contextlib
 import os
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -80,6 +80,34 @@ def _code_key() -> str | None:
 def _covers(c: Clusterer, earliest: datetime) -> bool:
     """Whether ``c``'s window still reaches back to an entry published at ``earliest``."""
     return earliest.timestamp() >= c._horizon - c._window
+
+
+class _IdBits:
+    """A set of story ids (non-negative ints), one bit each. The bench's 5000-feed cold round
+    touches 133,634 stories: a set of their ids raised its peak RSS from 482.5 to 488.5 MiB."""
+
+    __slots__ = ("bits",)
+
+    def __init__(self) -> None:
+        self.bits = bytearray()
+
+    def add(self, ids: Iterable[int]) -> None:
+        bits = self.bits
+        for i in ids:
+            byte = i >> 3
+            if byte >= len(bits):
+                bits.extend(bytes(byte - len(bits) + 1 + (len(bits) >> 1)))
+            bits[byte] |= 1 << (i & 7)
+
+    def discard(self, ids: Iterable[int]) -> None:
+        bits = self.bits
+        for i in ids:
+            byte = i >> 3
+            if byte < len(bits):
+                bits[byte] &= ~(1 << (i & 7)) & 0xFF
+
+    def __len__(self) -> int:
+        return int.from_bytes(self.bits, "little").bit_count()
 
 
 class ClusteringStage:
@@ -186,7 +214,7 @@ class ClusteringStage:
                 self.clusterer = None
             self._preloaded = None
         total = merges = conflicts = 0
-        touched: set[int] = set()  # the stories the writes created or grew, as they are now
+        touched = _IdBits()  # the stories the writes created or grew, as they are now
         # the write in flight: (its future, its arguments, entries, merges)
         writing: tuple[Future | None, tuple, int, int] | None = None
         # placed batches not sent yet: their rows and merges, in order, and their entries
@@ -203,8 +231,8 @@ class ClusteringStage:
                 except BrokenProcessPool:
                     done = store.apply_clustering(*args)
                 # (a story an earlier write touched may have merged into another since)
-                touched.difference_update(gone for gone, _ in args[1])
-                touched.update(done)
+                touched.discard(gone for gone, _ in args[1])
+                touched.add(done)
                 total, merges = total + n, merges + m
 
         def send(now: datetime, wait: bool) -> None:

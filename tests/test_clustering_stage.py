@@ -11,6 +11,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from aggregator.clustering import ClusteringStage
 from aggregator.config import Settings
@@ -216,3 +218,18 @@ def test_a_worker_that_dies_mid_stage_costs_no_story(db_target, offload, caplog)
     assert store.unclustered() == []
     assert stories(store) == expected()
     store.close()
+
+
+@given(st.lists(st.tuples(st.booleans(), st.lists(st.integers(0, 5000), max_size=30))))
+def test_the_stories_touched_are_counted_as_a_set_would(steps):
+    from aggregator.clustering import _IdBits
+
+    bits, ids = _IdBits(), set()
+    for add, some in steps:
+        if add:
+            bits.add(some)
+            ids.update(some)
+        else:
+            bits.discard(some)
+            ids.difference_update(some)
+        assert len(bits) == len(ids)
