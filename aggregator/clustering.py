@@ -218,7 +218,9 @@ class ClusteringStage:
         # the write in flight: (its future, its arguments, entries, merges)
         writing: tuple[Future | None, tuple, int, int] | None = None
         # placed batches not sent yet: their rows and merges, in order, and their entries
-        unsent: tuple[list, list, int] | None = None
+        out_rows: list = []
+        out_merged: list = []
+        out_n = 0
 
         def settle() -> None:
             """Wait for the write in flight (or do it here, if its process died)."""
@@ -235,23 +237,26 @@ class ClusteringStage:
                 touched.add(done)
                 total, merges = total + n, merges + m
 
-        def send(now: datetime, wait: bool) -> None:
+        def send() -> None:
             """Send the placed batches not sent yet as one write, once the write in flight is
-            done; with ``wait``, wait for it. Without, a write still in flight leaves them to
-            the next call: placing goes on meanwhile."""
-            nonlocal writing, unsent
-            if unsent is None:
-                return
-            busy = writing is not None and writing[0] is not None and not writing[0].done()
-            if busy and not wait:
+            done; while it is not, placing goes on and they wait for the next call."""
+            nonlocal writing, out_rows, out_merged, out_n
+            if not out_n or (
+                writing is not None and writing[0] is not None and not writing[0].done()
+            ):
                 return
             settle()
-            rows, merged, n = unsent
-            unsent = None
-            args = (rows, merged, now, self.generation)
-            writing = (apply(*args) if apply is not None else None, args, n, len(merged))
+            args = (out_rows, out_merged, now, self.generation)
+            writing = (apply(*args) if apply is not None else None, args, out_n, len(out_merged))
+            out_rows, out_merged, out_n = [], [], 0
             if writing[0] is None:
                 settle()  # written here, now
+
+        def flush() -> None:
+            """Everything placed so far, written."""
+            settle()
+            send()
+            settle()
 
         # The next batch is read before the last one's write is done: it starts after that
         # batch (in clustering order), whose entries are still without a story until then.
@@ -260,46 +265,41 @@ class ClusteringStage:
         # batches placed meanwhile wait here and go in one write when it is free, so placing
         # never stops for it: assignments, then merges, in the order they were made, is what
         # the separate writes would have done.
-        pending = store.unclustered(limit=batch)
-        gen = store.cluster_generation()
         # The cyclic garbage collector is paused meanwhile: what a batch makes and drops (rows,
         # items, assignments) is acyclic and freed at once, while each collection pass between
         # batches walked the clusterer's millions of long-lived objects (0.35 s of collections
         # in a 50,000-entry round here).
         with gc_paused():
-            while pending or writing is not None or unsent is not None:
+            pending = store.unclustered(limit=batch)
+            gen = store.cluster_generation()
+            while pending or writing is not None or out_n:
                 try:
                     if not pending:
-                        send(now, wait=True)
-                        settle()
+                        flush()
                         break
                     c = self.clusterer
                     earliest = pending[0].published
                     if c is None or gen != self.generation or not _covers(c, earliest):
-                        # the rebuild reads the stories, the last batches' included
-                        send(now, wait=True)
-                        settle()
+                        flush()  # the rebuild reads the stories, the last batches' included
                         c = self._restore(store, earliest) or self._fresh(store, earliest)
                         self.clusterer, self.generation = c, gen
                     placed = c.add_many(map(to_item, pending))
-                    rows = [(eid, c.resolve(sid), score, why) for eid, sid, score, why in placed]
-                    merged = [(gone, c.resolve(gone)) for gone in c.merged_into]
+                    out_rows.extend(
+                        (eid, c.resolve(sid), score, why) for eid, sid, score, why in placed
+                    )
+                    out_merged.extend((gone, c.resolve(gone)) for gone in c.merged_into)
+                    out_n += len(pending)
                     c.merged_into.clear()
-                    if unsent is None:
-                        unsent = (rows, merged, len(pending))
-                    else:
-                        unsent[0].extend(rows)
-                        unsent[1].extend(merged)
-                        unsent = (unsent[0], unsent[1], unsent[2] + len(pending))
                     n, last = len(pending), pending[-1]
                     pending = []
                     if n == batch:
                         pending = store.unclustered(batch, after=(last.published, last.entry_id))
                         gen = store.cluster_generation()
-                    send(now, wait=False)
+                    send()
                     self.unsaved = True
                 except ClusterConflictError:  # a correction came in: rebuild, place again
-                    writing, unsent, self.clusterer = None, None, None
+                    writing, self.clusterer = None, None
+                    out_rows, out_merged, out_n = [], [], 0
                     conflicts += 1
                     if conflicts > 3:
                         raise
