@@ -197,8 +197,22 @@ def _worker_write_many(results: list[tuple[FetchResult, datetime]]) -> list[Feed
     return [_worker_process(f, now) for f, now in results]
 
 
+INDEX_NICENESS = 5  # how much a round's worker lowers its priority to index (see below)
+
+
 def _worker_index() -> int:
+    """The round's full-text index, at a lower priority: the clustering stage runs meanwhile
+    (placing in the round's process, reading ahead in its helper), and it is what the round
+    waits for; the index is needed only once the stage is done. Three processes on two cores
+    shared them evenly: the bench's 1000-feed cold round (with the helper) took 10.19 s on
+    average before, 9.72 s with this (six runs of each, alternating). The worker ends with
+    its round."""
     assert _worker_store is not None
+    global _worker_niced
+    if not _worker_niced:
+        _worker_niced = True
+        with contextlib.suppress(OSError, AttributeError):  # (no os.nice on Windows)
+            os.nice(INDEX_NICENESS)
     return _worker_store.index_pending()
 
 
@@ -212,6 +226,7 @@ def _worker_prepare(limit: int, after: tuple[datetime, int], settings: ClusterSe
     return prepared_batch(_worker_store, settings, limit, after)
 
 
+_worker_niced = False  # this worker lowered its priority (_worker_index)
 _worker_stage: ClusteringStage | None = None  # the round's clustering, when done here
 
 

@@ -161,6 +161,22 @@ def test_a_big_rounds_batches_are_read_ahead_by_a_helper_with_the_same_stories(
     assert story_groups(str(tmp_path / "fewer.sqlite")) == story_groups(db_target)
 
 
+def test_the_worker_indexes_at_a_lower_priority_once(db_target):
+    """The round's worker indexes while the clustering stage places (the round waits for the
+    stage): it lowers its own priority for that, once, however often it indexes."""
+    off = pipeline.Offload(db_target, SETTINGS, 1)
+    try:
+        assert off._submit(os.getpid).result() in off.pids()
+        (pid,) = off.pids()
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == ours
+        for _ in range(2):
+            assert off._submit(pipeline._worker_index).result() == 0  # (an empty store)
+            assert os.getpriority(os.PRIO_PROCESS, pid) == ours + pipeline.INDEX_NICENESS
+    finally:
+        off.close()
+
+
 def story_groups(db: str) -> set[frozenset[str]]:
     """The stories as sets of their entries' links."""
     with Aggregator.open(db=db, settings=SETTINGS, clock=Clock()) as agg:
