@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import sys
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -41,7 +40,6 @@ from itertools import islice
 
 from .dedup import cluster as _cluster_code
 from .dedup.cluster import Clusterer, ClusterSettings, Item, gc_paused
-from .dedup.text import Features, features
 from .errors import ClusterConflictError
 from .models import ClusterItem
 from .store.base import Store
@@ -49,10 +47,6 @@ from .store.base import Store
 # Writes a batch's stories elsewhere: (rows, merges, now, generation) -> a future of the
 # stories touched, or None when it cannot (then the stage writes them itself).
 Apply = Callable[[list, list, datetime, int | None], "Future[set[int]] | None"]
-# Reads the next batch elsewhere, with its entries' text features (another process: see
-# prepared_batch): (limit, after, settings) -> a future of what prepared_batch returns, or None
-# when it cannot (then the stage reads the batch itself).
-Prepare = Callable[[int, tuple[datetime, int], ClusterSettings], "Future[tuple] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,47 +68,6 @@ def to_item(c: ClusterItem) -> Item:
         published=c.published,
     )
 
-
-def prepared_batch(
-    store: Store, settings: ClusterSettings, limit: int, after: tuple[datetime, int]
-) -> tuple[list[tuple], int]:
-    """``store.unclustered(limit, after=after)`` with each entry's text features, as plain
-    tuples to send to another process (``unpack_batch`` reads them), and the cluster
-    generation read after them. Computing the features is a fifth of placing an entry, and
-    a pure function of its text: a round's helper process does it for the next batch while
-    the stage places this one (see ClusteringStage.run). A feature's tokens go as a tuple and
-    how many of them come from the title (weight 1, the rest ``summary_weight``): sent as
-    dicts, their float objects, one per token, raised the bench's cold round's peak by 70 MB
-    (and their token strings, one per entry, were not those of the stories)."""
-    rows = store.unclustered(limit, after=after)
-    generation = store.cluster_generation()
-    k, weight = settings.summary_tokens, settings.summary_weight
-    out = []
-    for r in rows:
-        f = features(r.title, r.summary, k, weight)
-        weights = f.weights
-        title = len(weights) - sum(1 for v in weights.values() if v != 1.0) if weight != 1.0 else 0
-        item = (r.entry_id, r.feed_id, r.url, r.title, r.published)
-        out.append((*item, tuple(weights), title, f.years, f.decimals, f.title_key))
-    return out, generation
-
-
-def unpack_batch(rows: list[tuple], settings: ClusterSettings) -> tuple[list[Item], list[Features]]:
-    """``prepared_batch``'s tuples as items (without their summaries, which the features
-    replace) and their features, in order: each token interned (one string for all the
-    stories that hold it, as ``features`` gives here), each weight one of two floats."""
-    items = [Item(r[0], str(r[1]), r[2], r[3], "", r[4]) for r in rows]
-    feats = []
-    intern, weight = sys.intern, settings.summary_weight
-    for r in rows:
-        tokens, title = list(map(intern, r[5])), r[6]
-        weights = dict.fromkeys(tokens[:title], 1.0)
-        weights.update(dict.fromkeys(tokens[title:], weight))
-        feats.append(Features(weights, r[7], r[8], r[9]))
-    return items, feats
-
-
-BATCH = 10_000  # entries placed between two reads of the store (and two writes)
 
 SNAPSHOT_FORMAT = 2  # 2: token statistics as one string of tokens and arrays
 
@@ -245,20 +198,12 @@ class ClusteringStage:
         return c
 
     def run(
-        self,
-        store: Store,
-        now: datetime,
-        batch: int | None = None,
-        apply: Apply | None = None,
-        prepare: Prepare | None = None,
+        self, store: Store, now: datetime, batch: int = 10_000, apply: Apply | None = None
     ) -> ClusterSummary:
         """Place every entry without a story, ``batch`` at a time. With ``apply`` (a round's
         parsing process, see pipeline.Offload), a batch's stories are written there while the
-        next batch is placed here; a write it cannot do (its process died) is done here. With
-        ``prepare`` (a round's helper process), the next batch is read there, its features
-        computed, while this one is placed; a batch it cannot read is read here."""
+        next batch is placed here; a write it cannot do (its process died) is done here."""
         started = time.perf_counter()
-        batch = batch or BATCH
         if not store.lead_clustering():
             self.clusterer = None  # when this process leads again, it starts from the store
             return ClusterSummary(deferred=True)
@@ -313,18 +258,6 @@ class ClusteringStage:
             send()
             settle()
 
-        def read(after: tuple[datetime, int] | None, ahead: Future | None):
-            """The batch after ``after`` (the first when None), its features when read
-            ``ahead`` (else None), and the generation read with it."""
-            if ahead is not None:
-                try:
-                    rows, g = ahead.result()
-                    return (*unpack_batch(rows, self.settings), g)
-                except BrokenProcessPool:
-                    pass  # its process died: read it here
-            rows = store.unclustered(batch, after=after)
-            return list(map(to_item, rows)), None, store.cluster_generation()
-
         # The next batch is read before the last one's write is done: it starts after that
         # batch (in clustering order), whose entries are still without a story until then.
         # One write is in flight at a time, in order. When the writing process is busy (it
@@ -336,35 +269,32 @@ class ClusteringStage:
         # items, assignments) is acyclic and freed at once, while each collection pass between
         # batches walked the clusterer's millions of long-lived objects (0.35 s of collections
         # in a 50,000-entry round here).
-        # With ``prepare``, the next batch is asked for before this one is placed: its process
-        # reads it and computes its entries' features meanwhile (a fifth of placing them here).
-        # The first batch is read here: the round's writes had to be done before it.
         with gc_paused():
-            pending, feats, gen = read(None, None)
+            pending = store.unclustered(limit=batch)
+            gen = store.cluster_generation()
             while pending or writing is not None or out_n:
                 try:
                     if not pending:
                         flush()
                         break
-                    n, last = len(pending), pending[-1]
-                    after = (last.published, last.entry_id)
-                    ahead = prepare(batch, after, self.settings) if prepare and n == batch else None
                     c = self.clusterer
                     earliest = pending[0].published
                     if c is None or gen != self.generation or not _covers(c, earliest):
                         flush()  # the rebuild reads the stories, the last batches' included
                         c = self._restore(store, earliest) or self._fresh(store, earliest)
                         self.clusterer, self.generation = c, gen
-                    placed = c.add_many(pending, feats=feats)
+                    placed = c.add_many(map(to_item, pending))
                     out_rows.extend(
                         (eid, c.resolve(sid), score, why) for eid, sid, score, why in placed
                     )
                     out_merged.extend((gone, c.resolve(gone)) for gone in c.merged_into)
-                    out_n += n
+                    out_n += len(pending)
                     c.merged_into.clear()
-                    pending, feats = [], None
+                    n, last = len(pending), pending[-1]
+                    pending = []
                     if n == batch:
-                        pending, feats, gen = read(after, ahead)
+                        pending = store.unclustered(batch, after=(last.published, last.entry_id))
+                        gen = store.cluster_generation()
                     send()
                     self.unsaved = True
                 except ClusterConflictError:  # a correction came in: rebuild, place again
@@ -373,7 +303,8 @@ class ClusteringStage:
                     conflicts += 1
                     if conflicts > 3:
                         raise
-                    pending, feats, gen = read(None, None)
+                    pending = store.unclustered(limit=batch)
+                    gen = store.cluster_generation()
                 except BaseException:
                     self.clusterer = None  # memory and store may disagree now: rebuild next time
                     raise

@@ -17,7 +17,6 @@ round. ``clock`` is the only source of time; the pure stages get ``now`` from it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -29,9 +28,8 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from .clustering import ClusteringStage, ClusterSummary, prepared_batch
+from .clustering import ClusteringStage, ClusterSummary
 from .config import Settings
-from .dedup.cluster import ClusterSettings
 from .errors import ParseError
 from .models import (
     Entry,
@@ -138,10 +136,6 @@ LEASE_MARGIN_S = 10  # beyond the longest a claimed fetch can take: writing it, 
 SMALL_BATCH = 64
 WRITE_BACKLOG = 8  # parsed feeds that may wait for the writer thread
 OFFLOAD_MIN_FEEDS = 100  # smaller rounds parse in-process: starting a process costs ~0.3 s
-# a round with fewer new entries places them all in one or two batches, without a helper
-# process (Offload.written; ClusteringStage.run's ``prepare``: it reads the batches after the
-# first)
-PREPARE_MIN_ENTRIES = 20_000
 
 
 # -- parsing and writing in other processes ------------------------------------------------------
@@ -197,22 +191,8 @@ def _worker_write_many(results: list[tuple[FetchResult, datetime]]) -> list[Feed
     return [_worker_process(f, now) for f, now in results]
 
 
-INDEX_NICENESS = 5  # how much a round's worker lowers its priority to index (see below)
-
-
 def _worker_index() -> int:
-    """The round's full-text index, at a lower priority: the clustering stage runs meanwhile
-    (placing in the round's process, reading ahead in its helper), and it is what the round
-    waits for; the index is needed only once the stage is done. Three processes on two cores
-    shared them evenly: the bench's 1000-feed cold round (with the helper) took 10.19 s on
-    average before, 9.72 s with this (six runs of each, alternating). The worker ends with
-    its round."""
     assert _worker_store is not None
-    global _worker_niced
-    if not _worker_niced:
-        _worker_niced = True
-        with contextlib.suppress(OSError, AttributeError):  # (no os.nice on Windows)
-            os.nice(INDEX_NICENESS)
     return _worker_store.index_pending()
 
 
@@ -221,12 +201,6 @@ def _worker_apply(rows: list, merged: list, now: datetime, generation: int | Non
     return _worker_store.apply_clustering(rows, merged, now, generation)
 
 
-def _worker_prepare(limit: int, after: tuple[datetime, int], settings: ClusterSettings):
-    assert _worker_store is not None
-    return prepared_batch(_worker_store, settings, limit, after)
-
-
-_worker_niced = False  # this worker lowered its priority (_worker_index)
 _worker_stage: ClusteringStage | None = None  # the round's clustering, when done here
 
 
@@ -274,8 +248,6 @@ class Offload:
         # cluster again: see update)
         self.cluster_there = False
         self.cluster_pool = None
-        self.helper_pool = None  # reads the clustering stage's batches ahead (prepare_batch)
-        self.new_entries = 0  # written in the round so far
 
     @classmethod
     def for_round(cls, store: Store, settings: Settings, feeds: int) -> Offload | None:
@@ -346,40 +318,6 @@ class Offload:
         store's work overlaps the placing of the next batch. None when the workers are gone."""
         return self._submit(_worker_apply, rows, merged, now, generation)
 
-    def written(self, result: FeedUpdateResult) -> None:
-        """Count a feed's new entries as the round writes them. Once there are
-        PREPARE_MIN_ENTRIES, a helper process starts, to read the clustering stage's batches
-        (``prepare_batch``); it is ready by the time the stage begins."""
-        self.new_entries += result.new_entries
-        if (
-            self.helper_pool is None
-            and not self.cluster_there  # (that process does the stage, from its snapshot)
-            and self.new_entries >= PREPARE_MIN_ENTRIES
-        ):
-            self.start_helper()
-
-    def start_helper(self) -> None:
-        """Start the helper process (``prepare_batch``) now: spawned, it takes ~0.4 s to
-        import and open the store, on the other core while this one fetches."""
-        from concurrent.futures import ProcessPoolExecutor
-
-        self.helper_pool = ProcessPoolExecutor(1, **self._pool_args)
-        with contextlib.suppress(BrokenProcessPool):
-            self.helper_pool.submit(int)  # (starts it now)
-
-    def prepare_batch(
-        self, limit: int, after: tuple[datetime, int], settings: ClusterSettings
-    ) -> Future | None:
-        """Read a clustering batch and compute its entries' features in the helper process
-        (ClusteringStage's ``prepare``): the parsing worker is busy with the round's index and
-        the stage's writes meanwhile. None when there is none, or it is gone."""
-        if self.helper_pool is None:
-            return None
-        try:
-            return self.helper_pool.submit(_worker_prepare, limit, after, settings)
-        except BrokenProcessPool:
-            return None
-
     def _submit(self, fn, *args) -> Future | None:
         """``fn`` in a worker; None when the workers are gone. A task that dies with its worker
         marks the pool lost (``_check``): the caller does that task, and the rest, itself."""
@@ -417,14 +355,14 @@ class Offload:
             )
 
     def pids(self) -> list[int]:
-        """The workers' process ids, and the clustering and helper processes' (for tests)."""
-        pools = [p for p in (self.pool, self.cluster_pool, self.helper_pool) if p is not None]
+        """The workers' process ids, and the clustering process's (for tests)."""
+        pools = [self.pool] + ([self.cluster_pool] if self.cluster_pool is not None else [])
         return [p.pid for pool in pools for p in (pool._processes or {}).values()]
 
     def close(self) -> None:
-        for pool in (self.pool, self.cluster_pool, self.helper_pool):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.cluster_pool is not None:
+            self.cluster_pool.shutdown(wait=True, cancel_futures=True)
 
 
 async def run_round(
@@ -588,8 +526,6 @@ async def run_round(
                     res = await redo(fetch)
                 for r in res if isinstance(res, list) else [res]:
                     results.append(r)
-                    if offload is not None:
-                        offload.written(r)
                     if on_result is not None:
                         on_result(r)
 
@@ -752,10 +688,7 @@ def update(
             # clusters
             indexing = offload.index_pending() if offload is not None else None
             apply = offload.apply_clustering if offload is not None else None
-            # (a round with many new entries has a helper: it reads the batches after the
-            # first, with their features, see ClusteringStage.run)
-            prepare = offload.prepare_batch if offload is not None else None
-            clustered = stage.run(store, clock(), apply=apply, prepare=prepare)
+            clustered = stage.run(store, clock(), apply=apply)
             if offload is None or not offload.indexed(indexing):
                 store.index_pending()
     finally:

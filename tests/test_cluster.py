@@ -411,28 +411,3 @@ def test_shares_two(a, b, two):
     from aggregator.dedup.cluster import _shares_two
 
     assert _shares_two(a, b) is two and _shares_two(b, a) is two
-
-
-def test_features_given_place_entries_as_features_computed_by_add():
-    """``add_many(items, feats=...)`` (features computed in another process: the clustering
-    stage's helper) places every entry as ``add`` computing them does, and with ``story_ids``
-    (a rebuild) builds the same stories; the items' own text is then not read."""
-    import dataclasses
-
-    s = ClusterSettings(window_hours=12, max_postings=3, merge_threshold=0.1)
-    items = synthetic_stream(3000)
-    feats = [features(i.title, i.summary, s.summary_tokens, s.summary_weight) for i in items]
-    bare = [dataclasses.replace(i, title="", summary="") for i in items]
-    here = Clusterer(s)
-    placed = here.add_many(items)
-    given = Clusterer(s)
-    assert given.add_many(bare, feats=feats) == placed
-    assert len({a.story_id for a in placed}) < len(items) and here.merged_into
-
-    ids = [a.story_id for a in placed]
-    rebuilt, rebuilt_given = Clusterer(s), Clusterer(s)
-    rebuilt.add_many(items, ids)
-    rebuilt_given.add_many(bare, ids, feats)
-    assert {k: (v.n, v.tokens, v.title_key) for k, v in rebuilt.stories.items()} == {
-        k: (v.n, v.tokens, v.title_key) for k, v in rebuilt_given.stories.items()
-    }

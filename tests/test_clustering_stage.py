@@ -3,11 +3,9 @@ thread while the next batch is placed, and that changes nothing in what ends up 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
-import pickle
 import signal
 import time
 from datetime import UTC, datetime, timedelta
@@ -87,7 +85,7 @@ def offload(db_target):
     off.close()
 
 
-@pytest.mark.parametrize("where", ["here", "in a worker", "read ahead by a helper"])
+@pytest.mark.parametrize("where", ["here", "in a worker"])
 def test_small_batches_store_the_stories_one_batch_stores(db_target, tmp_path, where, request):
     one = fill(str(tmp_path / "one.sqlite"))
     summary = ClusteringStage().run(one, NOW)
@@ -96,17 +94,9 @@ def test_small_batches_store_the_stories_one_batch_stores(db_target, tmp_path, w
     one.close()
 
     store = fill(db_target)
-    off = request.getfixturevalue("offload") if where != "here" else None
-    apply = off.apply_clustering if off is not None else None
-    prepare = None
-    if where == "read ahead by a helper":
-        off.start_helper()  # (a round starts it once it has written enough new entries)
-        prepare = off.prepare_batch
-    # 15 batches; with a worker, their stories written there while the next ones are placed;
-    # with a helper, the 14 after the first read there while the one before is placed
-    summary = ClusteringStage().run(store, NOW, batch=7, apply=apply, prepare=prepare)
-    if prepare is not None:
-        assert off.helper_pool is not None and len(off.pids()) == 2
+    apply = request.getfixturevalue("offload").apply_clustering if where != "here" else None
+    # 15 batches; with a worker, their stories written there while the next ones are placed
+    summary = ClusteringStage().run(store, NOW, batch=7, apply=apply)
     assert summary.entries == EVENTS * OUTLETS and summary.merges == 0
     # each story once, though its entries came in two batches' writes
     assert summary.stories_touched == EVENTS
@@ -243,69 +233,3 @@ def test_the_stories_touched_are_counted_as_a_set_would(steps):
             bits.discard(some)
             ids.difference_update(some)
         assert len(bits) == len(ids)
-
-
-TEXTS = [
-    ("Quake of 6.8 hits the coast; 2026 toll rises", "Officials said the parties' talks..."),
-    ("Élections: les résultats du 2e tour", "Le taux de participation atteint 61,5 %"),
-    ("The the a", ""),  # stopwords only: no token
-    ("Markets rally as rates fall", "<b>Stocks</b> rose 1,200 points in 2025 and 2026 " * 20),
-    ("Apple’s new phones", "Apple's phones ship; apples and companies"),
-    ("", "A summary without a title about floods"),
-]
-
-
-@pytest.mark.parametrize("summary_weight", [0.5, 1.0, 0.0])
-def test_a_batch_read_elsewhere_brings_the_features_computed_here(tmp_path, summary_weight):
-    """What a helper process sends (prepared_batch) comes back as the items and features this
-    process would make: same tokens in the same order (the order breaks ties in scoring), same
-    weights, years, figures and title key; the weights shared float objects."""
-    from aggregator.clustering import prepared_batch, to_item, unpack_batch
-    from aggregator.dedup.cluster import ClusterSettings
-    from aggregator.dedup.text import features
-
-    settings = ClusterSettings(summary_weight=summary_weight, summary_tokens=40)
-    store = open_store(str(tmp_path / "prep.sqlite"))
-    feed = store.add_feed("https://outlet.example/feed", None, T)
-    entries = [
-        make_entry(feed.id, i, T + timedelta(minutes=i), title=t, summary=s, url=f"https://o/{i}")
-        for i, (t, s) in enumerate(TEXTS * 3)
-    ]
-    store_entries(store, feed, entries, T)
-    rows = store.unclustered()
-    first = (rows[0].published, rows[0].entry_id)
-    sent, generation = prepared_batch(store, settings, 100, first)
-    assert generation == store.cluster_generation()
-    items, feats = unpack_batch(pickle.loads(pickle.dumps(sent)), settings)
-    assert len(items) == len(rows) - 1
-    for row, item, f in zip(rows[1:], items, feats, strict=True):
-        here = features(row.title, row.summary, 40, summary_weight)
-        assert list(f.weights.items()) == list(here.weights.items())
-        assert (f.years, f.decimals, f.title_key) == (here.years, here.decimals, here.title_key)
-        assert item == dataclasses.replace(to_item(row), summary="")
-    assert any(f.weights and f.years and f.decimals for f in feats)
-    assert len({id(w) for f in feats for w in f.weights.values()}) <= 2  # two float objects
-    store.close()
-
-
-def test_a_helper_that_dies_mid_stage_costs_nothing(db_target, offload):
-    """The helper process is killed while it reads a batch ahead: the stage reads that batch
-    itself, and the next ones (the helper is gone), and stores the same stories."""
-    store = fill(db_target)
-    offload.start_helper()
-    asked = []
-
-    def prepare(limit, after, settings):
-        asked.append(after)
-        fut = offload.prepare_batch(limit, after, settings)
-        if len(asked) == 3:
-            os.kill(offload.pids()[-1], signal.SIGKILL)
-        return fut
-
-    summary = ClusteringStage().run(
-        store, NOW, batch=7, apply=offload.apply_clustering, prepare=prepare
-    )
-    assert len(asked) == 14 and offload.helper_pool is not None
-    assert summary.entries == EVENTS * OUTLETS
-    assert store.unclustered() == [] and stories(store) == expected()
-    store.close()

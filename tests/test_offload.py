@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from werkzeug import Response
 
-from aggregator import clustering, pipeline
+from aggregator import pipeline
 from aggregator.api import Aggregator
 from aggregator.config import FetchSettings, Settings
 from aggregator.models import Outcome
@@ -124,66 +124,6 @@ def test_offloaded_round_stores_what_an_in_process_round_stores(
         return sorted((r.url, r.outcome, r.new_entries, r.error) for r in s.results)
 
     assert rows(summary) == rows(reference)
-
-
-def test_a_big_rounds_batches_are_read_ahead_by_a_helper_with_the_same_stories(
-    server, db_target, tmp_path, monkeypatch
-):
-    """A round with many new entries (PREPARE_MIN_ENTRIES) starts a helper process that reads
-    the clustering stage's batches after the first, with their features, while the one before
-    is placed: the stories are those of a round that reads and places them all here."""
-    urls = serve_feeds(server, 30)
-    subscribe_and_update(str(tmp_path / "in-process.sqlite"), IN_PROCESS, urls)
-    spy = Spy(monkeypatch)
-    monkeypatch.setattr(clustering, "BATCH", 20)  # 90 entries: five batches
-    monkeypatch.setattr(pipeline, "PREPARE_MIN_ENTRIES", 90)
-    asked = []  # the batches the helper was asked for
-    real = pipeline.Offload.prepare_batch
-
-    def prepare_batch(off, limit, after, settings):
-        fut = real(off, limit, after, settings)
-        if fut is not None:
-            asked.append(after)
-        return fut
-
-    monkeypatch.setattr(pipeline.Offload, "prepare_batch", prepare_batch)
-    summary, _ = subscribe_and_update(db_target, SETTINGS, urls, spy.on_result)
-    assert summary.clustered == 90 and len(asked) == 4  # batches 2 to 5
-    assert spy.offloads[0].helper_pool is not None
-    assert story_groups(db_target) == story_groups(str(tmp_path / "in-process.sqlite"))
-    assert len(story_groups(db_target)) < 90  # (the outlets' items do share stories)
-
-    # a round with fewer new entries than that places them without a helper
-    monkeypatch.setattr(pipeline, "PREPARE_MIN_ENTRIES", 91)
-    asked.clear()
-    subscribe_and_update(str(tmp_path / "fewer.sqlite"), SETTINGS, urls, spy.on_result)
-    assert asked == [] and spy.offloads[1].helper_pool is None
-    assert story_groups(str(tmp_path / "fewer.sqlite")) == story_groups(db_target)
-
-
-def test_the_worker_indexes_at_a_lower_priority_once(db_target):
-    """The round's worker indexes while the clustering stage places (the round waits for the
-    stage): it lowers its own priority for that, once, however often it indexes."""
-    off = pipeline.Offload(db_target, SETTINGS, 1)
-    try:
-        assert off._submit(os.getpid).result() in off.pids()
-        (pid,) = off.pids()
-        ours = os.getpriority(os.PRIO_PROCESS, 0)
-        assert os.getpriority(os.PRIO_PROCESS, pid) == ours
-        for _ in range(2):
-            assert off._submit(pipeline._worker_index).result() == 0  # (an empty store)
-            assert os.getpriority(os.PRIO_PROCESS, pid) == ours + pipeline.INDEX_NICENESS
-    finally:
-        off.close()
-
-
-def story_groups(db: str) -> set[frozenset[str]]:
-    """The stories as sets of their entries' links."""
-    with Aggregator.open(db=db, settings=SETTINGS, clock=Clock()) as agg:
-        groups: dict[int, set[str]] = {}
-        for item in agg.store.clustered_since(NOW_ITEMS - timedelta(days=30)):
-            groups.setdefault(item.story_id, set()).add(f"{item.feed_id} {item.url}")
-    return {frozenset(g) for g in groups.values()}
 
 
 def test_this_process_parses_too_while_the_worker_is_behind(

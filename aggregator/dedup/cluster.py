@@ -328,13 +328,9 @@ class Clusterer:
 
     # -- the API ----------------------------------------------------------------------------------
 
-    def add(self, item: Item, story_id: int | None = None, f: Features | None = None) -> Assignment:
-        """Cluster one entry. ``story_id`` forces its story (manual corrections, reloading).
-        ``f``: the item's ``features`` (with this clusterer's summary settings) when they were
-        computed elsewhere (another process: see ClusteringStage.run); the item's summary is
-        then not read."""
-        if f is None:
-            f = features(item.title, item.summary, self.s.summary_tokens, self.s.summary_weight)
+    def add(self, item: Item, story_id: int | None = None) -> Assignment:
+        """Cluster one entry. ``story_id`` forces its story (manual corrections, reloading)."""
+        f = features(item.title, item.summary, self.s.summary_tokens, self.s.summary_weight)
         t = item.published.timestamp()
         self._tick(t)
         if story_id is not None:
@@ -354,22 +350,12 @@ class Clusterer:
         self._join(st, item, f, t)
         return Assignment(item.entry_id, st.id, 1.0, "new")
 
-    def add_many(
-        self,
-        items: Iterable[Item],
-        story_ids: Iterable[int] | None = None,
-        feats: Iterable[Features] | None = None,
-    ):
-        """``add`` for each item, in order (``story_ids`` and ``feats``, each in parallel when
-        given), with the cyclic garbage collector paused: the clusterer's state is many
-        long-lived objects and the collector's passes over them cost more than a tenth of the
-        time, while what one ``add`` throws away is acyclic and freed at once anyway."""
+    def add_many(self, items: Iterable[Item], story_ids: Iterable[int] | None = None):
+        """``add`` for each item, in order (``story_ids`` in parallel when given), with the
+        cyclic garbage collector paused: the clusterer's state is many long-lived objects and
+        the collector's passes over them cost more than a tenth of the time, while what one
+        ``add`` throws away is acyclic and freed at once anyway."""
         with gc_paused():
-            if feats is not None:
-                if story_ids is None:
-                    return [self.add(item, None, f) for item, f in zip(items, feats, strict=True)]
-                both = zip(items, story_ids, feats, strict=True)
-                return [self.add(item, sid, f) for item, sid, f in both]
             if story_ids is None:
                 return [self.add(item) for item in items]
             return [self.add(item, sid) for item, sid in zip(items, story_ids, strict=True)]
