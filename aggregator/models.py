@@ -165,6 +165,7 @@ class RoundSummary:
     clustered: int = 0  # entries placed in stories after the round
     stories_touched: int = 0  # stories created or grown
     clustering_deferred: bool = False  # another worker clusters this (shared) store
+    fetched_at: datetime | None = None  # when every feed was fetched and written
 
     def count(self, *outcomes: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome in outcomes)
@@ -191,8 +192,13 @@ class RoundSummary:
 
     def line(self) -> str:
         secs = (self.finished_at - self.started_at).total_seconds()
+        phases = ""
+        if self.fetched_at is not None and self.clustered:
+            fetching = (self.fetched_at - self.started_at).total_seconds()
+            clustering = (self.finished_at - self.fetched_at).total_seconds()
+            phases = f" ({fetching:.1f}s fetching and storing, {clustering:.1f}s clustering)"
         return (
-            f"{len(self.results)} feeds in {secs:.1f}s: {self.ok} ok, "
+            f"{len(self.results)} feeds in {secs:.1f}s{phases}: {self.ok} ok, "
             f"{self.not_modified} not modified, {self.failed} failed; "
             f"{self.new_entries} new entries, {self.updated_entries} updated"
             + (f"; {self.skipped} skipped (Retry-After)" if self.skipped else "")

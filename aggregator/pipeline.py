@@ -702,4 +702,5 @@ def update(
         clustered=clustered.entries,
         stories_touched=clustered.stories_touched,
         clustering_deferred=clustered.deferred,
+        fetched_at=summary.finished_at,
     )

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -71,6 +72,10 @@ def ensure_tools(tools: list[str]) -> None:
             [str(PEERS_VENV / "bin" / "pip"), "install", "-q", "reader", "sgmllib3k"], check=True
         )
         (PEERS_VENV / "bin" / "reader-ok").write_text("")
+
+
+# what `aggregator update` prints of a round that clustered entries (RoundSummary.line)
+PHASES = re.compile(r"\((\d+(?:\.\d+)?)s fetching and storing, (\d+(?:\.\d+)?)s clustering\)")
 
 
 def free_port() -> int:
@@ -292,6 +297,9 @@ def run_size(n: int, entries: int, tools: list[str], concurrency: int, work: Pat
                     "peak_mb": round(m["peak_mb"], 1),
                     "store_mb": round(t.store_mb(), 1),
                 }
+                phases = PHASES.search(m["stdout"]) if tool == "aggregator" else None
+                if phases is not None:  # (aggregator's own split of the round's wall time)
+                    row["fetch_s"], row["cluster_s"] = map(float, phases.groups())
                 if round_name == "cold" and row["new_entries"] < n * entries * 0.9:
                     raise RuntimeError(
                         f"{tool} stored only {row['new_entries']} entries in the cold "
@@ -335,6 +343,13 @@ def print_table(rows: list[dict], rat: list[dict]) -> None:
             f"{r['feeds']:>6} {r['tool']:10} {r['round']:12} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} "
             f"{r['feeds_per_s']:>9.1f} {r['entries_per_s']:>10.1f} {r['peak_mb']:>8.1f} {r['store_mb']:>9.1f}"
         )
+    split = [r for r in rows if "fetch_s" in r]
+    if split:
+        print("\naggregator's rounds as it reports them: fetching and storing, then clustering")
+        for r in split:
+            print(
+                f"  {r['feeds']:>6} feeds  {r['round']:12} {r['fetch_s']:6.1f} s + {r['cluster_s']:6.1f} s"
+            )
     if rat:
         print("\npeer time / aggregator time (above 1: aggregator is faster)")
         for x in rat:

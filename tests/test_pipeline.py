@@ -202,3 +202,24 @@ def test_per_host_limit(server, db_target, per_host, most):
             agg.add_feed(server.url_for(f"/f{i}.xml"), check=False)
         assert agg.update().ok == 6
     assert state["max"] == most
+
+
+def test_the_round_line_says_how_long_fetching_and_clustering_took(server, db_target):
+    from aggregator.models import RoundSummary
+    from aggregator.normalize import utcnow
+
+    t0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    done = RoundSummary(
+        t0, t0 + timedelta(seconds=9.5), clustered=5, fetched_at=t0 + timedelta(seconds=3.4)
+    )
+    assert done.line().startswith("0 feeds in 9.5s (3.4s fetching and storing, 6.1s clustering):")
+    # nothing clustered (an all-304 round): nothing to split
+    assert RoundSummary(t0, t0, fetched_at=t0).line().startswith("0 feeds in 0.0s: ")
+
+    server.expect_request("/a").respond_with_data(rss("A", simple_items(3)))
+    with open_agg(db_target, clock=utcnow) as agg:
+        agg.add_feed(server.url_for("/a"), check=False)
+        summary = agg.update()
+    assert summary.clustered == 3
+    assert summary.started_at <= summary.fetched_at <= summary.finished_at
+    assert "s fetching and storing, " in summary.line()
