@@ -346,13 +346,15 @@ class Offload:
         return True
 
     def lost(self) -> None:
+        # (called from the pool's thread too: warned before ``broken`` says so, so that whoever
+        # sees it broken sees the warning given)
         if not self.broken:
-            self.broken = True
             log.warning(
                 "a parsing process died (killed, out of memory, or it could not start: a"
                 " script that runs rounds must run them under `if __name__ == '__main__':`);"
                 " this round goes on in its own process"
             )
+            self.broken = True
 
     def pids(self) -> list[int]:
         """The workers' process ids, and the clustering process's (for tests)."""
