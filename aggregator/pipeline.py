@@ -690,7 +690,8 @@ def update(
             # clusters
             indexing = offload.index_pending() if offload is not None else None
             apply = offload.apply_clustering if offload is not None else None
-            clustered = stage.run(store, clock(), apply=apply)
+            # (a one-shot round's snapshot is written next: its body while the last write is)
+            clustered = stage.run(store, clock(), apply=apply, save_ahead=not keep_clusterer)
             if offload is None or not offload.indexed(indexing):
                 store.index_pending()
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 import signal
 import time
 from datetime import UTC, datetime, timedelta
@@ -238,3 +239,50 @@ def test_the_stories_touched_are_counted_as_a_set_would(steps):
             bits.discard(some)
             ids.difference_update(some)
         assert len(bits) == len(ids)
+
+
+def test_a_snapshot_written_ahead_is_finished_by_save_or_written_again(tmp_path):
+    """A one-shot round (``save_ahead``) writes the snapshot's body while its last write is in
+    flight; ``save`` then only adds the header (the store's fingerprint, known after that
+    write). If entries were placed in between, the body is stale: ``save`` writes it all again.
+    Either way the next process reads a snapshot that fits, and no temporary file is left."""
+    db = tmp_path / "ahead.sqlite"
+    store = fill(str(db))
+    off = Offload(str(db), Settings(), 1)  # the round's worker: the writes are made there
+    stage = ClusteringStage()
+    stage.run(store, NOW, batch=7, apply=off.apply_clustering, save_ahead=True)
+    assert [p.name for p in tmp_path.glob("*.tmp")] == [f"ahead.sqlite.clusterer.{os.getpid()}.tmp"]
+    assert stage.save(store)
+    assert list(tmp_path.glob("*.tmp")) == []
+    again = ClusteringStage()
+    assert again.preload(store) and again.restored == 1
+    assert again.clusterer.stories.keys() == stage.clusterer.stories.keys()
+
+    stage.run(store, NOW, apply=off.apply_clustering, save_ahead=True)  # nothing to place
+    assert list(tmp_path.glob("*.tmp")) == []  # (nothing written ahead)
+    tell(store, range(EVENTS, EVENTS + 3))
+    stage.run(store, NOW, apply=off.apply_clustering, save_ahead=True)
+    assert len(list(tmp_path.glob("*.tmp"))) == 1
+    tell(store, range(EVENTS + 3, EVENTS + 6))
+    stage.run(store, NOW)  # placed after that body was written
+    off.close()
+    assert stage.save(store)
+    assert list(tmp_path.glob("*.tmp")) == []
+    late = ClusteringStage()
+    assert late.preload(store)  # it fits the store as it is now: written whole again
+    assert late.clusterer.stories.keys() == stage.clusterer.stories.keys()
+    assert len(late.clusterer.stories) == EVENTS + 6
+    store.close()
+
+
+def test_a_snapshot_of_the_previous_format_is_not_read(tmp_path):
+    store = fill(str(tmp_path / "old.sqlite"))
+    stage = ClusteringStage()
+    stage.run(store, NOW)
+    path = store.cluster_snapshot_path()
+    header = (2, *stage._header(store)[1:])  # format 2: the body right after the header
+    with path.open("wb") as f:
+        pickle.dump(header, f)
+        stage.clusterer.dump(f)
+    assert not ClusteringStage().preload(store)
+    store.close()
