@@ -11,7 +11,7 @@ with Aggregator.open(db="news.sqlite") as agg:
 from ._version import __version__
 from .api import AddResult, Aggregator, ImportResult
 from .config import Settings, load_settings
-from .dedup.cluster import ClusterSettings
+from .dedup.base import ClusterSettings
 from .errors import (
     AggregatorError,
     ConfigError,

@@ -38,12 +38,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .dedup import cluster as _cluster_code
-from .dedup.cluster import Clusterer, ClusterSettings, Item, gc_paused
+from .dedup.base import ClusterSettings, gc_paused
 from .errors import ClusterConflictError
 from .models import ClusterItem
 from .store.base import Store
+
+if TYPE_CHECKING:
+    from .dedup.cluster import Clusterer, Item
 
 # Writes a batch's stories elsewhere: (rows, merges, now, generation) -> a future of the
 # stories touched, or None when it cannot (then the stage writes them itself).
@@ -59,8 +62,22 @@ class ClusterSummary:
     deferred: bool = False  # another process leads clustering on this store
 
 
+def _cluster():
+    """The clusterer's module (``dedup.cluster``), imported when first needed: a query, or a
+    round with nothing to place, does without it (see dedup/base.py)."""
+    global _cluster_module
+    if _cluster_module is None:
+        from .dedup import cluster
+
+        _cluster_module = cluster
+    return _cluster_module
+
+
+_cluster_module = None
+
+
 def to_item(c: ClusterItem) -> Item:
-    return Item(
+    return _cluster().Item(
         entry_id=c.entry_id,
         source=str(c.feed_id),
         url=c.url,
@@ -78,7 +95,7 @@ HEADER_SPACE = 4096  # bytes the header's pickle may take
 
 def _code_key() -> str | None:
     """A digest of the clusterer's source: a snapshot is only read by the code that wrote it."""
-    return _cluster_code.source_digest(("cluster.py", "text.py"))
+    return _cluster().source_digest(("cluster.py", "text.py"))
 
 
 def _discard(ahead: tuple | None) -> None:
@@ -228,7 +245,7 @@ class ClusteringStage:
                 if pickle.load(f) != self._header(store):
                     return None
                 f.seek(HEADER_SPACE)
-                c = Clusterer.load(f, self.settings)
+                c = _cluster().Clusterer.load(f, self.settings)
         except Exception:  # truncated, unreadable, written by other code: rebuild
             return None
         if earliest is not None and not _covers(c, earliest):
@@ -237,7 +254,7 @@ class ClusteringStage:
         return c
 
     def _fresh(self, store: Store, earliest: datetime) -> Clusterer:
-        c = Clusterer(self.settings, first_story_id=store.next_story_id())
+        c = _cluster().Clusterer(self.settings, first_story_id=store.next_story_id())
         since = earliest - timedelta(hours=self.settings.window_hours)
         known = store.clustered_since(since)  # streamed: the window may be big
         while chunk := list(islice(known, 5_000)):

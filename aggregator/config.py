@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .dedup.cluster import ClusterSettings
+from .dedup.base import ClusterSettings
 from .errors import ConfigError
 from .scheduling import ScheduleSettings
 

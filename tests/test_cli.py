@@ -285,6 +285,7 @@ def loaded_by(modules: tuple[str, ...], *args: str) -> subprocess.CompletedProce
 
 HEAVY = ("httpx", "feedparser", "w3lib", "selectolax")
 HEAVY += ("aggregator.pipeline", "aggregator.fetch", "aggregator.clustering")
+HEAVY += ("aggregator.dedup.cluster", "rapidfuzz")
 
 
 @pytest.mark.parametrize("args", [["stories", "--since", "24h"], ["search", "budget"], ["entries"]])
@@ -304,3 +305,15 @@ def test_a_round_loads_httpx_without_its_command_line(server, tmp_path):
         out = loaded_by(("httpx", "httpx._main", "rich", "pygments"), "--db", db, *args)
         assert out.stdout.splitlines()[-1] == "loaded: httpx", out.stdout
     assert "1 not modified, 0 failed" in out.stdout, out.stdout  # fetched again, over httpx
+
+
+def test_a_round_loads_the_clusterer_only_when_it_has_entries_to_place(server, tmp_path):
+    """The clusterer's module (compiled, with rapidfuzz: ~30 ms to import) is for rounds that
+    place entries; one where every feed is unchanged does without it."""
+    db = str(tmp_path / "s.sqlite")
+    url = serve_feed(server, "/feed.xml", "Outlet", 3)
+    modules = ("aggregator.dedup.cluster", "rapidfuzz")
+    out = loaded_by(modules, "--db", db, "feeds", "add", url)
+    assert out.stdout.splitlines()[-1] == "loaded: aggregator.dedup.cluster rapidfuzz"
+    out = loaded_by(modules, "--db", db, "update", "--no-progress")
+    assert "1 not modified" in out.stdout and out.stdout.splitlines()[-1] == "loaded:"

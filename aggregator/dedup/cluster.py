@@ -36,7 +36,6 @@ How an entry finds its story:
 from __future__ import annotations
 
 import functools
-import gc
 import hashlib
 import itertools
 import math
@@ -46,29 +45,16 @@ import pickle
 import sys
 from array import array
 from collections.abc import Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
 from rapidfuzz import fuzz
 
+from .base import ClusterSettings, gc_paused  # (here too: the clusterer's own names)
 from .text import Features, features
 
 _second = operator.itemgetter(1)
-
-
-@contextmanager
-def gc_paused():
-    """Pause the cyclic garbage collector for a bounded batch of work (reference counting
-    still frees everything acyclic); it runs again, if it was on, when the block ends."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _count(into: dict[str, int] | None, more: dict[str, int]) -> dict[str, int]:
@@ -103,69 +89,6 @@ def _top(acc: dict, k: int) -> list:
 IDF_EPOCH = 1024  # adds between refreshes of the memoized token weights
 EPOCH_SHARE = 8  # a longer epoch in a big window: 1/8 of its active stories
 NEAR_DUPLICATE_MIN_COVERAGE = 0.3  # titles this far apart are not compared character-wise
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterSettings:
-    # An entry joins the best story scoring at least this (0..1).
-    threshold: float = 0.2
-    # Two stories whose profiles match at least this well (both ways) merge.
-    merge_threshold: float = 0.3
-    # Stories idle longer than this (hours of entry time) are no longer candidates.
-    window_hours: float = 72.0
-    # A token is part of a story's core when at least this share of its members have it.
-    core_share: float = 0.25
-    # A token found in this share of a story's members (times 1/kappa) counts fully.
-    kappa: float = 3.0
-    # Weight of a token no entry had before, relative to a seen one.
-    unseen_weight: float = 0.6
-    # Weight of summary tokens relative to title tokens, and how many summary tokens are used.
-    summary_weight: float = 0.5
-    summary_tokens: int = 60
-    # Score multiplier when entry and story name only different years / decimal figures.
-    conflict_penalty: float = 0.5
-    # Hours of distance from a story that cost nothing, and the half-life of the score beyond.
-    time_grace_hours: float = 6.0
-    time_half_life_hours: float = 6.0
-    # Tokens found in more active stories than this are too common to look up (they still
-    # count when candidates are verified). Bounds the work per entry, whatever the store's size.
-    max_postings: int = 30
-    # Only this many of an entry's most informative tokens are looked up in the index.
-    lookup_tokens: int = 8
-    # Candidate stories verified per entry (best by indexed weight).
-    candidates: int = 3
-    # Stories with fewer members than this need two shared words, not one, to take an entry
-    # at full score (one shared word between two short titles is weak evidence).
-    small_story: int = 3
-    # rapidfuzz ratio (0-100) to the representative title at or above which a candidate
-    # story is taken as a near-duplicate match even when its profile score is lower.
-    near_duplicate_ratio: float = 90.0
-
-    def validate(self) -> None:
-        limits = {
-            "threshold": (0, 1),
-            "merge_threshold": (0, 1),
-            "window_hours": (1, 720),
-            "core_share": (0, 1),
-            "kappa": (1, 100),
-            "unseen_weight": (0, 1),
-            "summary_weight": (0, 1),
-            "summary_tokens": (0, 10_000),
-            "conflict_penalty": (0, 1),
-            "time_grace_hours": (0, 720),
-            "time_half_life_hours": (0.1, 720),
-            "max_postings": (1, 1_000_000),
-            "lookup_tokens": (1, 1000),
-            "candidates": (1, 100),
-            "near_duplicate_ratio": (0, 101),
-            "small_story": (0, 1000),
-        }
-        for name, (lo, hi) in limits.items():
-            value = getattr(self, name)
-            if not lo <= value <= hi:
-                raise ValueError(
-                    f"cluster.{name} = {value!r} is out of range; use a value in [{lo}, {hi}]"
-                )
 
 
 @dataclass(frozen=True, slots=True)
