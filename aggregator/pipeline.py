@@ -187,8 +187,10 @@ def _worker_process(fetch: FetchResult, now: datetime) -> FeedUpdateResult:
 
 
 def _worker_write_many(results: list[tuple[FetchResult, datetime]]) -> list[FeedUpdateResult]:
-    """Write results with nothing to parse, each at its own time (each its transaction)."""
-    return [_worker_process(f, now) for f, now in results]
+    """Write results with nothing to parse, each at its own time, in one transaction."""
+    assert _worker_store is not None
+    with _worker_store.batch():
+        return [_worker_process(f, now) for f, now in results]
 
 
 def _worker_index() -> int:

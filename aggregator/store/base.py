@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +46,10 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """A context in which the writes are one transaction (each a savepoint of it)."""
+        ...
 
     # feeds
     def add_feed(self, url: str, title: str | None, now: datetime) -> Feed: ...

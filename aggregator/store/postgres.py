@@ -163,6 +163,12 @@ class PostgresStore(SQLStore):
                 f"the store {redact(self.url)} cannot be written: {_first_line(e)}"
             ) from None
 
+    @contextmanager
+    def batch(self):
+        """One transaction around several writes (each ``_write`` in it is a savepoint)."""
+        with self._write():
+            yield
+
     def _applied_version(self) -> int | None:
         exists = self.conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0]
         if exists is None:

@@ -82,8 +82,21 @@ class SQLiteStore(SearchMixin, SQLStore):
             return None
         return self.path.with_name(self.path.name + ".clusterer")
 
+    _batched = False  # inside ``batch``: each write is a savepoint of its transaction
+
     @contextmanager
     def _write(self):
+        if self._batched:
+            self.db.execute("SAVEPOINT w")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK TO w")
+                self.db.execute("RELEASE w")
+                raise
+            else:
+                self.db.execute("RELEASE w")
+            return
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
@@ -95,6 +108,21 @@ class SQLiteStore(SearchMixin, SQLStore):
             raise
         else:
             self.db.execute("COMMIT")
+
+    @contextmanager
+    def batch(self):
+        """One transaction around several writes, each of them a savepoint in it (one that
+        fails is undone alone). Each commit in WAL mode appends every page it changed to the
+        log: an all-304 round of 1000 feeds, two small commits each, logged 3,500 pages."""
+        if self._batched:
+            yield
+            return
+        with self._write():
+            self._batched = True
+            try:
+                yield
+            finally:
+                self._batched = False
 
     def _migrate(self) -> None:
         with self._write() as db:
