@@ -638,7 +638,19 @@ def main(argv: list[str] | None = None) -> None:
     # a stub `httpx.main` (its own except-ImportError branch). Only here, in the CLI's process:
     # a program that imports the library keeps its httpx whole.
     sys.modules.setdefault("httpx._main", None)
-    cli.main(args=argv, prog_name="aggregator")
+    try:
+        cli.main(args=argv, prog_name="aggregator")
+    finally:
+        exit_quickly()
+
+
+def exit_quickly() -> None:
+    """Spare the interpreter's last garbage collection, over every object left (the modules'
+    among them), at exit: 35-50 ms of an `aggregator update` here. Frozen objects are still
+    freed; only that pass over them is skipped. For a process about to end."""
+    import gc
+
+    gc.freeze()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -154,11 +154,15 @@ _worker_settings: Settings | None = None
 
 def _worker_init(target: str, settings: Settings) -> None:
     global _worker_store, _worker_settings
+    import atexit
+    import gc
     import signal
 
     from .store import open_store
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the round's process decides when to stop
+    # its exit is waited for by the round: without the interpreter's last collection
+    atexit.register(gc.freeze)
     _exit_with_parent()
     _worker_store, _worker_settings = open_store(target), settings
 
