@@ -130,6 +130,15 @@ def write_result(
     )
 
 
+def write_many(
+    store: Store, results: list[tuple[FetchResult, datetime]], settings: Settings | None
+) -> list[FeedUpdateResult]:
+    """Write results with nothing to parse (304s, errors), each at its own time, in one
+    transaction (``store.batch``: each feed a savepoint in it)."""
+    with store.batch():
+        return [process_result(store, f, now, settings) for f, now in results]
+
+
 Claim = Callable[[int], list[FetchRequest]]
 LEASE_MARGIN_S = 10  # beyond the longest a claimed fetch can take: writing it, clock skew
 # results with nothing to parse (a 304, an error) that go to a round's worker in one task
@@ -191,10 +200,8 @@ def _worker_process(fetch: FetchResult, now: datetime) -> FeedUpdateResult:
 
 
 def _worker_write_many(results: list[tuple[FetchResult, datetime]]) -> list[FeedUpdateResult]:
-    """Write results with nothing to parse, each at its own time, in one transaction."""
     assert _worker_store is not None
-    with _worker_store.batch():
-        return [_worker_process(f, now) for f, now in results]
+    return write_many(_worker_store, results, _worker_settings)
 
 
 def _worker_index() -> int:
@@ -507,10 +514,14 @@ async def run_round(
             return fut
 
         def in_process_batch(batch: list[tuple[FetchResult, datetime]]) -> asyncio.Future:
-            return asyncio.gather(*[in_process(f) for f, _ in batch])
+            return loop.run_in_executor(writer, write_many, store, batch, settings)
 
         def flush() -> asyncio.Future | None:
-            """Send the batch of small results to the worker (here, if it is gone)."""
+            """Send the batch of small results to the worker (here, if it is gone). Written
+            here, sparing a round with nothing to parse its worker's start, an all-304 round
+            of 1000 feeds took less CPU (0.37 s against 0.455 s) but longer (0.44 s against
+            0.425 s, medians of six): the writer thread and the fetching loop take turns at
+            the GIL."""
             if not small:
                 return None
             batch = list(small)
