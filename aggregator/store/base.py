@@ -48,7 +48,8 @@ class Store(Protocol):
     def close(self) -> None: ...
 
     def batch(self) -> AbstractContextManager[None]:
-        """A context in which the writes are one transaction (each a savepoint of it)."""
+        """A context for several writes: one transaction where that is cheaper (SQLite: each
+        write a savepoint of it, undone alone when it fails), each its own elsewhere."""
         ...
 
     # feeds
