@@ -134,7 +134,7 @@ def write_many(
     store: Store, results: list[tuple[FetchResult, datetime]], settings: Settings | None
 ) -> list[FeedUpdateResult]:
     """Write results with nothing to parse (304s, errors), each at its own time, in one
-    transaction (``store.batch``: each feed a savepoint in it)."""
+    ``store.batch()`` (on SQLite one transaction, each feed a savepoint in it)."""
     with store.batch():
         return [process_result(store, f, now, settings) for f, now in results]
 
