@@ -317,3 +317,54 @@ def test_a_round_loads_the_clusterer_only_when_it_has_entries_to_place(server, t
     assert out.stdout.splitlines()[-1] == "loaded: aggregator.dedup.cluster rapidfuzz"
     out = loaded_by(modules, "--db", db, "update", "--no-progress")
     assert "1 not modified" in out.stdout and out.stdout.splitlines()[-1] == "loaded:"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="file size limits are POSIX (setrlimit)")
+def test_a_full_disk_during_update_is_one_line_and_loses_nothing(server, tmp_path):
+    """A round whose store cannot grow (here: the process may not write past a file size, as on
+    a full disk) ends in one line and exit 1, not a traceback; what was stored stays."""
+    import itertools
+    import resource
+
+    from werkzeug import Response
+
+    rounds = itertools.count()
+
+    def feed(_request):
+        k = next(rounds)  # the first fetch has 2 entries; every later one 200 new, long ones
+        items = [
+            {
+                "title": f"Story {i} of round {k}",
+                "link": f"https://x.example/{k}/{i}",
+                "guid": f"{k}-{i}",
+                "description": f"word{i} " * 600,
+            }
+            for i in range(200 if k else 2)
+        ]
+        return Response(rss("Outlet", items), content_type="application/rss+xml")
+
+    server.expect_request("/feed.xml").respond_with_handler(feed)
+    db = tmp_path / "s.sqlite"
+    cmd = [sys.executable, "-m", "aggregator", "--db", str(db)]
+    added = subprocess.run(
+        [*cmd, "feeds", "add", server.url_for("/feed.xml")], capture_output=True, timeout=60
+    )
+    assert added.returncode == 0, added.stderr
+    limit = db.stat().st_size + 64 * 1024  # the WAL cannot outgrow this
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = subprocess.run(
+        [*cmd, "update", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=small_files,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith(f"error: the store {db} cannot be written: "), out.stderr
+    assert out.stderr.count("\n") == 1 and "free space" in out.stderr
+    listed = subprocess.run([*cmd, "entries", "--format", "ndjson"], capture_output=True, text=True)
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2, listed.stdout

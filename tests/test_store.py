@@ -181,6 +181,31 @@ def test_a_failed_sqlite_batch_is_rolled_back_whole(tmp_path):
     store.close()
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_full_disk_is_a_store_error_that_says_so(tmp_path, batched):
+    """SQLite rolls a transaction back itself when the disk is full (here: the file may not
+    grow, ``max_page_count``). Undoing it again failed with "cannot rollback - no transaction
+    is active" (or "no such savepoint"), which hid the reason; now the reason is the error, a
+    StoreError, and nothing of the failed write is left."""
+    store = SQLiteStore(tmp_path / "s.sqlite")
+    f = store.add_feed("https://x.example/feed", None, NOW)
+    pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+    store.db.execute(f"PRAGMA max_page_count = {pages}")
+    big = [replace(entry(f.id, i), summary="s" * 5000) for i in range(20)]
+    with pytest.raises(StoreError, match="database or disk is full"):
+        if batched:
+            with store.batch():
+                store.write_feed_result(ok(f.id, etag='"e"'), PARSED, big, None, NOW)
+        else:
+            store.write_feed_result(ok(f.id, etag='"e"'), PARSED, big, None, NOW)
+    assert not store.db.in_transaction
+    assert store.entries() == [] and store.get_feed(f.id).etag is None
+    store.db.execute("PRAGMA max_page_count = 1073741823")  # space again: the store goes on
+    store.write_feed_result(ok(f.id, etag='"e"'), PARSED, big[:1], None, NOW)
+    assert len(store.entries()) == 1
+    store.close()
+
+
 def test_feed_state_is_recorded(store):
     f = store.add_feed("https://x.example/feed", None, NOW)
     store.write_feed_result(

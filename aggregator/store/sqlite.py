@@ -86,28 +86,30 @@ class SQLiteStore(SearchMixin, SQLStore):
 
     @contextmanager
     def _write(self):
-        if self._batched:
-            self.db.execute("SAVEPOINT w")
-            try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK TO w")
-                self.db.execute("RELEASE w")
-                raise
-            else:
-                self.db.execute("RELEASE w")
-            return
+        """A write transaction (in ``batch``, a savepoint of its one). A database error in it
+        becomes a StoreError that says what SQLite said (a full disk, an I/O error, a damaged
+        file), after what it wrote is undone."""
+        batched = self._batched
         try:
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("SAVEPOINT w" if batched else "BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
             raise StoreError(f"the store {self.path} cannot be written: {e}") from e
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
+            self.db.execute("RELEASE w" if batched else "COMMIT")
+        except BaseException as e:
+            # (SQLite rolls the whole transaction back itself on some errors, a full disk among
+            # them: undone again, the undo's own error would hide this one)
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK TO w" if batched else "ROLLBACK")
+                if batched:
+                    self.db.execute("RELEASE w")
+            if isinstance(e, sqlite3.DatabaseError):
+                raise StoreError(
+                    f"the store {self.path} cannot be written: {e}; check the free space on its"
+                    " disk and the file's permissions"
+                ) from e
             raise
-        else:
-            self.db.execute("COMMIT")
 
     @contextmanager
     def batch(self):
