@@ -23,6 +23,30 @@ from .render import FORMATS, default_format, render
 EXIT_ERROR = 1
 
 
+def _one_line(e: Exception) -> str | None:
+    """What a user is told of ``e``: an AggregatorError's message, or for an error the store's
+    database raised where the store did not turn it into one (a read of a damaged SQLite
+    file, a PostgreSQL server gone), what it said and what to do. None: a bug, shown whole."""
+    if isinstance(e, AggregatorError):
+        return str(e)
+    import sqlite3
+
+    # (not their subclasses for misuse, IntegrityError or ProgrammingError: those are bugs)
+    if type(e) in (sqlite3.DatabaseError, sqlite3.OperationalError):
+        why = str(e)
+        if "malformed" in why or "not a database" in why:
+            return (
+                f"the store is damaged ({why}); restore it from a backup, or rebuild it with"
+                " `sqlite3 FILE .recover | sqlite3 NEW` and use NEW"
+            )
+        return f"the store failed: {why}"
+    psycopg = sys.modules.get("psycopg")  # (loaded only when the store is PostgreSQL)
+    if psycopg is not None and isinstance(e, psycopg.OperationalError):
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return f"the store failed: {first}; check that the PostgreSQL server is up and reachable"
+    return None
+
+
 class State:
     def __init__(self, db: str | None, config: Path | None, debug: bool):
         self.db = db
@@ -42,16 +66,18 @@ class State:
 
 
 class Group(click.Group):
-    """Turns AggregatorError into one line and exit code 1."""
+    """Turns AggregatorError, and an error of the store's database, into one line and exit
+    code 1."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except AggregatorError as e:
+        except Exception as e:
+            message = _one_line(e)
             state = ctx.find_object(State)
-            if state is not None and state.debug:
+            if message is None or (state is not None and state.debug):
                 raise
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {message}", err=True)
             ctx.exit(EXIT_ERROR)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

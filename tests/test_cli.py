@@ -192,6 +192,28 @@ def test_debug_shows_the_traceback(run_cli):
         run_cli("--debug", "feeds", "add", "nope", ok=False)
 
 
+def test_a_damaged_store_is_one_line_that_says_what_to_do(server, run_cli):
+    """A store file damaged under the store's tables (a disk error, a copy cut short) fails in
+    the query that reads it: one line, exit 1; --debug still shows the traceback."""
+    import sqlite3
+
+    run_cli("feeds", "add", serve_feed(server, "/feed.xml", "Outlet", 30))
+    db = sqlite3.connect(run_cli.db)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'entries'").fetchone()[0]
+    size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    with open(run_cli.db, "r+b") as f:  # the entries table's first page, overwritten
+        f.seek((root - 1) * size)
+        f.write(bytes(range(256)) * (size // 256))
+    res = run_cli("entries", ok=False)
+    assert res.exit_code == 1 and res.stdout == ""
+    assert res.stderr.startswith("error: the store is damaged (database disk image is malformed)")
+    assert res.stderr.count("\n") == 1 and ".recover" in res.stderr
+    with pytest.raises(sqlite3.DatabaseError, match="malformed"):
+        run_cli("--debug", "entries", ok=False)
+
+
 def test_db_from_environment(tmp_path, server):
     from click.testing import CliRunner
 
