@@ -390,3 +390,32 @@ def test_a_full_disk_during_update_is_one_line_and_loses_nothing(server, tmp_pat
     assert out.stderr.count("\n") == 1 and "free space" in out.stderr
     listed = subprocess.run([*cmd, "entries", "--format", "ndjson"], capture_output=True, text=True)
     assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2, listed.stdout
+
+
+def test_what_a_database_error_tells_the_user(tmp_path):
+    """Errors of the store's database, as their drivers raise them: what the user is told, or
+    None for a bug (shown whole)."""
+    import sqlite3
+
+    import psycopg
+
+    from aggregator.cli import _one_line
+
+    with pytest.raises(psycopg.OperationalError) as refused:  # a server that is not there
+        psycopg.connect("host=127.0.0.1 port=1 dbname=x connect_timeout=5")
+    told = _one_line(refused.value)
+    assert told.startswith("the store failed: ") and told.endswith("up and reachable")
+    assert "\n" not in told
+    db = sqlite3.connect(tmp_path / "s.sqlite", isolation_level=None)
+    db.execute("CREATE TABLE t (x PRIMARY KEY)")
+    db.execute("INSERT INTO t VALUES (1)")
+    with pytest.raises(sqlite3.IntegrityError) as bug:
+        db.execute("INSERT INTO t VALUES (1)")
+    assert _one_line(bug.value) is None
+    with pytest.raises(sqlite3.OperationalError) as locked:
+        db.execute("BEGIN IMMEDIATE")
+        other = sqlite3.connect(tmp_path / "s.sqlite", timeout=0, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+    assert _one_line(locked.value) == "the store failed: database is locked"
+    other.close()
+    db.close()
