@@ -206,6 +206,21 @@ def test_a_full_disk_is_a_store_error_that_says_so(tmp_path, batched):
     store.close()
 
 
+def test_a_store_another_process_is_writing_says_so(tmp_path):
+    store = SQLiteStore(tmp_path / "s.sqlite")
+    f = store.add_feed("https://x.example/feed", None, NOW)
+    other = sqlite3.connect(tmp_path / "s.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock
+    store.db.execute("PRAGMA busy_timeout = 0")  # (not the 10 s a store waits for it)
+    with pytest.raises(StoreError, match="database is locked; another process is writing it"):
+        store.write_feed_result(ok(f.id, etag='"e"'), PARSED, [], None, NOW)
+    other.execute("ROLLBACK")
+    store.write_feed_result(ok(f.id, etag='"e"'), PARSED, [], None, NOW)
+    assert store.get_feed(f.id).etag == '"e"'
+    other.close()
+    store.close()
+
+
 def test_feed_state_is_recorded(store):
     f = store.add_feed("https://x.example/feed", None, NOW)
     store.write_feed_result(

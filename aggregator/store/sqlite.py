@@ -93,7 +93,7 @@ class SQLiteStore(SearchMixin, SQLStore):
         try:
             self.db.execute("SAVEPOINT w" if batched else "BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
-            raise StoreError(f"the store {self.path} cannot be written: {e}") from e
+            raise StoreError(self._cannot_write(e)) from e
         try:
             yield self.db
             self.db.execute("RELEASE w" if batched else "COMMIT")
@@ -104,12 +104,18 @@ class SQLiteStore(SearchMixin, SQLStore):
                 self.db.execute("ROLLBACK TO w" if batched else "ROLLBACK")
                 if batched:
                     self.db.execute("RELEASE w")
-            if isinstance(e, sqlite3.DatabaseError):
-                raise StoreError(
-                    f"the store {self.path} cannot be written: {e}; check the free space on its"
-                    " disk and the file's permissions"
-                ) from e
+            # (not the errors of misuse, IntegrityError or ProgrammingError: those are bugs)
+            if type(e) in (sqlite3.DatabaseError, sqlite3.OperationalError):
+                raise StoreError(self._cannot_write(e)) from e
             raise
+
+    def _cannot_write(self, e: sqlite3.Error) -> str:
+        why = str(e)
+        if "locked" in why or "busy" in why:
+            hint = "another process is writing it; try again"
+        else:
+            hint = "check the free space on its disk and the file's permissions"
+        return f"the store {self.path} cannot be written: {why}; {hint}"
 
     @contextmanager
     def batch(self):
