@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from aggregator.dedup import cluster
 from aggregator.dedup.cluster import ClusterSettings
@@ -152,3 +155,21 @@ def test_an_install_without_a_c_compiler_gives_the_pure_clusterer(tmp_path):
     assert _implementation_in(target / "aggregator") == (
         "pure Python | not built (no C compiler or Cython at install time)"
     )
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 0.5, 1.0, 1.5, 2.25, 3.0]), max_size=40), st.integers(1, 6))
+def test_the_top_candidates_are_those_a_stable_sort_keeps(accs, k):
+    """``_top`` picks in one pass what ``sorted(..., reverse=True)[:k]`` would: the largest
+    first, ties in the order the stories were touched (it breaks ties between candidates)."""
+    stories = []
+    for i, a in enumerate(accs):
+        story = cluster.StoryState(i, 0.0, 0.0)
+        story.acc = a
+        stories.append(story)
+    expected = [s.id for s in sorted(stories, key=lambda s: s.acc, reverse=True)[:k]]
+    tops = [cluster._top]  # (the pure function: the module swaps in only the classes)
+    if cluster.IMPLEMENTATION == "compiled":
+        tops.append(sys.modules["aggregator.dedup._ccluster"]._top)
+    for top in tops:
+        assert [s.id for s in top(stories, k)] == expected

@@ -4,8 +4,6 @@
 cimport cython
 
 
-cpdef list _top(dict acc, Py_ssize_t k)
-
 @cython.locals(found=bint)
 cpdef bint _shares_two(dict a, dict b)
 
@@ -24,6 +22,12 @@ cdef class StoryState:
     cdef public Py_ssize_t core_n
     cdef public object core_weights
     cdef public bint evicted
+    cdef public double acc
+    cdef public Py_ssize_t mark
+
+
+@cython.locals(top=list, st=StoryState, o=StoryState, a=double, i=Py_ssize_t)
+cpdef list _top(list touched, Py_ssize_t k)
 
 
 cdef class Clusterer:
@@ -49,6 +53,7 @@ cdef class Clusterer:
     cdef public Py_ssize_t _next_epoch
     cdef public double _lift
     cdef public bint _single_full
+    cdef public Py_ssize_t _stamp
 
     @cython.locals(isf=double, ief=double)
     cpdef double idf(self, str token)
@@ -62,7 +67,8 @@ cdef class Clusterer:
 
     @cython.locals(total=double, kappa=double, w=double, share=double, a=double, b=double,
                    to=double, score=double, gap_h=double, best_score=double,
-                   max_post=Py_ssize_t, n=Py_ssize_t, o=StoryState, acc=dict, sf=dict)
+                   max_post=Py_ssize_t, n=Py_ssize_t, o=StoryState, sf=dict, stamp=Py_ssize_t,
+                   touched=list)
     cpdef tuple _best_merge(self, StoryState st, double t)
 
     @cython.locals(total=double, w=double, unseen=double, fw=double)
@@ -71,7 +77,7 @@ cdef class Clusterer:
     @cython.locals(total=double, kappa=double, skipped=double, w=double, share=double, a=double,
                    bound=double, floor=double, exact=double, best_score=double, score=double,
                    lookups=Py_ssize_t, max_post=Py_ssize_t, max_lookups=Py_ssize_t, st=StoryState, n=Py_ssize_t,
-                   acc=dict, c=double, single_full=bint)
+                   c=double, single_full=bint, stamp=Py_ssize_t, touched=list)
     cpdef tuple _best_story(self, f, double t)
 
     @cython.locals(core_hit=double, core=double, score=double, ratio=double, gap_h=double,

@@ -80,10 +80,27 @@ def _shares_two(a: dict, b: dict) -> bool:
     return False
 
 
-def _top(acc: dict, k: int) -> list:
-    """The k items with the largest values, largest first, ties in insertion order (as
-    heapq.nlargest; sorting is faster for the few dozen candidates an entry has)."""
-    return sorted(acc.items(), key=_second, reverse=True)[:k]
+def _top(touched: list, k: int) -> list:
+    """The k stories with the largest ``acc``, largest first, ties in the order they were
+    first touched (what a stable sort would keep), in one pass: an entry touches some 70
+    stories, of which 3 are verified."""
+    top = []
+    for st in touched:
+        a = st.acc
+        i = len(top)
+        if i >= k:
+            o = top[i - 1]  # (a typed local: the compiled build reads o.acc as a C double)
+            if a <= o.acc:
+                continue
+        while i > 0:
+            o = top[i - 1]
+            if o.acc >= a:
+                break
+            i -= 1
+        top.insert(i, st)
+        if len(top) > k:
+            top.pop()
+    return top
 
 
 IDF_EPOCH = 1024  # adds between refreshes of the memoized token weights
@@ -149,13 +166,18 @@ _STORY_FIELDS = (  # StoryState's attributes (the compiled class has no __slots_
     "core_weights",  # (epoch, (tokens, weights), sum)
     "evicted",  # left the window; posting lists drop it lazily
 )
+# Scratch space of one scoring pass (never saved): the weight a pass accumulated for the story,
+# valid while ``mark`` is that pass's stamp. A field of the story, not a dict keyed by it:
+# the pass adds to it once for each story in each posting list it reads (~240 times an entry),
+# and the dict's get and set were a fifth of placing an entry.
+_SCRATCH = ("acc", "mark")
 
 
 class StoryState:
     """One active story as the clusterer sees it. A plain class, not a dataclass: the compiled
     build makes it a C struct (cluster.pxd), and compares stories by identity as this does."""
 
-    __slots__ = _STORY_FIELDS
+    __slots__ = _STORY_FIELDS + _SCRATCH
 
     def __init__(
         self,
@@ -181,6 +203,8 @@ class StoryState:
         self.core_n = 0
         self.core_weights: tuple[int, tuple, float] | None = None
         self.evicted = False
+        self.acc = 0.0
+        self.mark = 0
 
     def __repr__(self) -> str:
         return f"StoryState(id={self.id}, n={self.n}, title_key={self.title_key!r})"
@@ -209,6 +233,8 @@ class StoryState:
             state[_CORE_WEIGHTS] = (cw[0], (tuple(map(intern, cw[1][0])), cw[1][1]), cw[2])
         for name, value in zip(_STORY_FIELDS, state, strict=True):
             setattr(self, name, value)
+        self.acc = 0.0
+        self.mark = 0
 
 
 _TOKENS = _STORY_FIELDS.index("tokens")
@@ -243,6 +269,7 @@ class Clusterer:
         self.docs = 0  # entries seen
         self._epoch = 0
         self._next_epoch = IDF_EPOCH
+        self._stamp = 0  # scoring passes so far: the current one's marks its stories' acc
         self._lift = self.s.near_duplicate_ratio / 100.0
         # A one-member story holds each of its tokens at that member's field weight (1 or
         # summary_weight): when kappa times the lower one reaches 1, every token of such a
@@ -501,7 +528,9 @@ class Clusterer:
             return None, 0.0, ""
         max_post, max_lookups = self.s.max_postings, self.s.lookup_tokens
         kappa = self.s.kappa
-        acc: dict[StoryState, float] = {}
+        self._stamp += 1
+        stamp = self._stamp
+        touched: list[StoryState] = []  # the stories with weight in this pass, in order
         skipped = 0.0  # weight of tokens not looked up: counted in the bound below
         not_looked_up: list[tuple[str, float]] = []
         lookups = 0
@@ -524,21 +553,24 @@ class Clusterer:
             for st in posting:
                 if st.evicted:
                     continue
-                a = acc.get(st, 0.0)
+                if st.mark != stamp:
+                    st.mark, st.acc = stamp, 0.0
+                    touched.append(st)
                 if st.n == 1 and single_full:
-                    acc[st] = a + w
+                    st.acc += w
                     continue
                 c = st.tokens[tok]  # (locals the compiled build keeps as C doubles)
                 share = kappa * c / st.n
-                acc[st] = a + (w if share >= 1.0 else w * share)
-        if not acc:
+                st.acc += w if share >= 1.0 else w * share
+        if not touched:
             return None, 0.0, ""
         best, best_score, best_why = None, 0.0, None
         # score <= sqrt(coverage) (core <= 1, penalties only lower it), and coverage is at most
         # (accumulated + skipped) / total: visit candidates by accumulated weight and stop once
         # none can reach the threshold or beat the best so far.
         floor = self.s.threshold**2
-        for st, a in _top(acc, self.s.candidates):
+        for st in _top(touched, self.s.candidates):
+            a = st.acc
             bound = (a + skipped) / total
             if bound < floor and bound < NEAR_DUPLICATE_MIN_COVERAGE:
                 break
@@ -586,12 +618,12 @@ class Clusterer:
         cw = st.core_weights
         if cw is None or cw[0] <= self._epoch - 8 or st.n >= st.core_n * 1.25 + 1:
             core = self._core(st)
-            memo, idf = self._idf, self.idf
+            memo = self._idf
             weighted = array("d")
             total = 0.0
             for tok, share in core.items():
                 v = memo.get(tok)
-                w = (v if v is not None else idf(tok)) * share
+                w = (v if v is not None else self.idf(tok)) * share
                 weighted.append(w)
                 total += w
             # (tokens, weights) side by side: a tuple and an array of doubles take 16 bytes a
@@ -648,7 +680,9 @@ class Clusterer:
         q, total = self._core_weights(st)
         if not total:
             return None, 0.0
-        acc: dict[StoryState, float] = {}
+        self._stamp += 1
+        stamp = self._stamp
+        touched: list[StoryState] = []
         kappa = self.s.kappa
         max_post = self.s.max_postings
         sf = self.sf
@@ -657,12 +691,16 @@ class Clusterer:
                 continue
             for o in self.postings.get(tok, ()):
                 if o is not st and not o.evicted:
+                    if o.mark != stamp:
+                        o.mark, o.acc = stamp, 0.0
+                        touched.append(o)
                     share = kappa * o.tokens[tok] / o.n
-                    acc[o] = acc.get(o, 0.0) + (w if share >= 1.0 else w * share)
+                    o.acc += w if share >= 1.0 else w * share
         best, best_score = None, 0.0
         blocked = self.blocked
         tokens, n = st.tokens, st.n
-        for o, a in _top(acc, 5):
+        for o in _top(touched, 5):
+            a = o.acc
             if not self._active(o, t) or (blocked and frozenset((st.id, o.id)) in blocked):
                 continue
             qo, to = self._core_weights(o)
