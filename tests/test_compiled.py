@@ -1,5 +1,6 @@
-"""The compiled clusterer (setup.py builds it from cluster.py with the types of cluster.pxd) gives
-the very stories of the pure module, and is never used when it was built from another source.
+"""The compiled clusterer (setup.py builds it from cluster.py with the types of cluster.pxd, and
+the features it reads from text.py with those of text.pxd) gives the very stories of the pure
+modules, and is never used when it was built from another source.
 
 CI sets AGGREGATOR_REQUIRE_COMPILED=1: there the build must be present and in use. Elsewhere
 (no C compiler at install time) the tests that need it skip and say why.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,28 +22,31 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from aggregator.dedup import cluster
+from aggregator.dedup import base, cluster, text
 from aggregator.dedup.cluster import ClusterSettings
 
-from .test_cluster import synthetic_stream
+from .conftest import SHARED_DATA
+from .test_cluster import _TEXTS, synthetic_stream
 
 REQUIRED = os.environ.get("AGGREGATOR_REQUIRE_COMPILED") == "1"
 PACKAGE = Path(cluster.__file__).resolve().parents[2] / "aggregator"
 
 
-def need_compiled() -> None:
-    if cluster.IMPLEMENTATION != "compiled":
+def need_compiled(module=cluster) -> None:
+    if module.IMPLEMENTATION != "compiled":
+        name = module.__name__.rsplit(".", 1)[-1]
         if REQUIRED:
-            pytest.fail(f"the compiled clusterer is required here but not used: {cluster.WHY_PURE}")
-        pytest.skip(f"the compiled clusterer is not in use: {cluster.WHY_PURE}")
+            pytest.fail(f"the compiled {name} is required here but not used: {module.WHY_PURE}")
+        pytest.skip(f"the compiled {name} is not in use: {module.WHY_PURE}")
 
 
-def pure_module():
-    """cluster.py loaded again under another name: the copy keeps its own pure definitions."""
-    name = "aggregator.dedup._pure_cluster_for_tests"
+def pure_module(source=cluster):
+    """A module's file loaded again under another name: the copy keeps its own pure
+    definitions."""
+    name = f"aggregator.dedup._pure_{source.__name__.rsplit('.', 1)[-1]}_for_tests"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, cluster.__file__)
+    spec = importlib.util.spec_from_file_location(name, source.__file__)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -98,10 +103,93 @@ def test_pure_and_compiled_place_every_entry_alike_and_read_each_others_dumps():
         ]
 
 
+def test_the_compiled_features_are_in_use():
+    need_compiled(text)
+    for name in ("words", "first_words", "features"):
+        assert type(getattr(text, name)).__name__ != "function"  # C functions, not Python
+    assert text.Features.__module__ == text.features.__module__ == "aggregator.dedup._ctext"
+    built = sys.modules["aggregator.dedup._ctext"]
+    assert base.source_digest(("text.py", "text.pxd")) == built.SOURCE_DIGEST
+
+
+def test_letters_and_digits_are_the_word_patterns_class_at_every_code_point():
+    """The scan's test for a word character (``_alnum``: comparisons for ASCII, str.isalnum
+    beyond) is the patterns' ``[^\\W_]`` at all 1,114,112 code points (the ASCII pattern's
+    below 128)."""
+    pure = pure_module(text)
+    chars = "".join(map(chr, range(sys.maxunicode + 1)))
+    by_pattern = [m.start() for m in re.finditer(r"[^\W_]", chars)]
+    assert len(by_pattern) > 100_000  # letters of every script, and digits
+    assert [i for i, c in enumerate(chars) if pure._alnum(c)] == by_pattern
+    by_ascii = [m.start() for m in re.finditer(r"[^\W_]", chars[:128], re.ASCII)]
+    assert [i for i in by_pattern if i < 128] == by_ascii
+
+
+# texts the tokenizer must split as the regex does: words with separators (test_cluster's),
+# and any characters at all, with the separators and letters made frequent
+_ANY = st.text(
+    st.one_of(
+        st.sampled_from(list(".,'’_ -\u0301\u00a0aZ9é٣")),
+        st.characters(),
+    ),
+    max_size=60,
+)
+
+
+@hypothesis_settings(max_examples=1500, deadline=None)
+@given(st.one_of(_TEXTS, _ANY))
+def test_the_scan_finds_the_words_the_pattern_finds(s):
+    pure = pure_module(text)
+    expected = text._WORD.findall(s)
+    assert pure._scan(s) == expected
+    if s.isascii():
+        assert text._WORD_ASCII.findall(s) == expected
+    if text.IMPLEMENTATION == "compiled":
+        assert sys.modules["aggregator.dedup._ctext"]._scan(s) == expected
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(st.one_of(_TEXTS, _ANY), st.one_of(_TEXTS, _ANY), st.integers(0, 30))
+def test_pure_and_compiled_features_are_the_same(title, summary, k):
+    need_compiled(text)
+    pure = pure_module(text)
+    assert not pure.COMPILED and pure.words is not text.words
+
+    def seen(f):  # (the weights' order too: it breaks ties in scoring)
+        return list(f.weights.items()), f.years, f.decimals, f.title_key
+
+    assert pure.words(title) == text.words(title)
+    assert pure.first_words(summary, k) == text.first_words(summary, k)
+    assert seen(pure.features(title, summary, k)) == seen(text.features(title, summary, k))
+
+
+def test_pure_and_compiled_features_are_the_same_for_real_headlines():
+    need_compiled(text)
+    pure = pure_module(text)
+    texts = [(i.title, i.summary) for i in synthetic_stream(500)]
+    lines = SHARED_DATA / "uci-news-aggregator-sample.jsonl"
+    if lines.exists():  # (6,366 real headlines and summaries, when the data is there)
+        import json
+
+        with lines.open(encoding="utf-8") as f:
+            texts += [(d["title"], d.get("summary") or "") for d in map(json.loads, f)]
+    for title, summary in texts:
+        a, b = pure.features(title, summary), text.features(title, summary)
+        assert (list(a.weights.items()), a.years, a.decimals, a.title_key) == (
+            list(b.weights.items()),
+            b.years,
+            b.decimals,
+            b.title_key,
+        )
+
+
 def _implementation_in(package: Path, env_extra: dict[str, str] | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "AGGREGATOR_PURE_PYTHON"}
     env.update(PYTHONPATH=str(package.parent), **(env_extra or {}))
-    code = "from aggregator.dedup import cluster as c; print(c.IMPLEMENTATION, '|', c.WHY_PURE)"
+    code = (
+        "from aggregator.dedup import cluster as c, text as t;"
+        "print(c.IMPLEMENTATION, '|', c.WHY_PURE, '|', t.IMPLEMENTATION, '|', t.WHY_PURE)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=package.parent, capture_output=True, text=True
     )
@@ -111,20 +199,25 @@ def _implementation_in(package: Path, env_extra: dict[str, str] | None = None) -
 
 def test_an_edited_source_is_never_shadowed_by_an_old_build(tmp_path):
     need_compiled()
+    need_compiled(text)
     copy = tmp_path / "aggregator"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    assert _implementation_in(copy).startswith("compiled")
+    assert _implementation_in(copy) == "compiled |  | compiled |"
     with open(copy / "dedup" / "cluster.py", "a", encoding="utf-8") as f:
         f.write("\n# an edit after the build\n")
+    stale = "built from another version of {} (reinstall to rebuild it)"
+    assert _implementation_in(copy) == f"pure Python | {stale.format('cluster.py')} | compiled |"
+    with open(copy / "dedup" / "text.pxd", "a", encoding="utf-8") as f:
+        f.write("\n# an edit after the build\n")
     assert _implementation_in(copy) == (
-        "pure Python | built from another version of cluster.py (reinstall to rebuild it)"
+        f"pure Python | {stale.format('cluster.py')} | pure Python | {stale.format('text.py')}"
     )
 
 
 def test_the_pure_module_can_be_asked_for():
     need_compiled()
     out = _implementation_in(PACKAGE, {"AGGREGATOR_PURE_PYTHON": "1"})
-    assert out == "pure Python | AGGREGATOR_PURE_PYTHON=1"
+    assert out == "pure Python | AGGREGATOR_PURE_PYTHON=1 | pure Python | AGGREGATOR_PURE_PYTHON=1"
 
 
 @pytest.mark.slow
@@ -151,10 +244,10 @@ def test_an_install_without_a_c_compiler_gives_the_pure_clusterer(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     installed = target / "aggregator" / "dedup"
     assert (installed / "cluster.py").exists() and (installed / "cluster.pxd").exists()
-    assert not list(installed.glob("_ccluster*"))
-    assert _implementation_in(target / "aggregator") == (
-        "pure Python | not built (no C compiler or Cython at install time)"
-    )
+    assert (installed / "text.py").exists() and (installed / "text.pxd").exists()
+    assert not list(installed.glob("_ccluster*")) and not list(installed.glob("_ctext*"))
+    unbuilt = "pure Python | not built (no C compiler or Cython at install time)"
+    assert _implementation_in(target / "aggregator") == f"{unbuilt} | {unbuilt}"
 
 
 @hypothesis_settings(max_examples=300, deadline=None)

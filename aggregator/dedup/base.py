@@ -7,6 +7,9 @@ or a round with nothing to place, never loads it.
 from __future__ import annotations
 
 import gc
+import hashlib
+import importlib
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -22,6 +25,36 @@ def gc_paused():
     finally:
         if was:
             gc.enable()
+
+
+def source_digest(names: tuple[str, ...]) -> str | None:
+    """blake2b of these files of this folder, in order (setup.py writes the same into the
+    compiled build it makes from them); None when one cannot be read."""
+    h = hashlib.blake2b(digest_size=16)
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        for name in names:
+            with open(os.path.join(here, name), "rb") as f:
+                h.update(f.read())
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def compiled_build(module: str, names: tuple[str, ...]):
+    """The compiled module ``module`` of this folder (setup.py builds ``_ccluster`` from
+    cluster.py and ``_ctext`` from text.py, each typed by its .pxd), or None with the reason it
+    is not used: not built, AGGREGATOR_PURE_PYTHON=1, or built from other versions of the files
+    ``names`` (an edited source is never shadowed by an old build)."""
+    if os.environ.get("AGGREGATOR_PURE_PYTHON") == "1":
+        return None, "AGGREGATOR_PURE_PYTHON=1"
+    try:
+        build = importlib.import_module(f"{__package__}.{module}")
+    except ImportError:
+        return None, "not built (no C compiler or Cython at install time)"
+    if getattr(build, "SOURCE_DIGEST", None) != source_digest(names):
+        return None, f"built from another version of {names[0]} (reinstall to rebuild it)"
+    return build, ""
 
 
 @dataclass(frozen=True, slots=True)

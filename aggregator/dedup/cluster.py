@@ -36,11 +36,9 @@ How an entry finds its story:
 from __future__ import annotations
 
 import functools
-import hashlib
 import itertools
 import math
 import operator
-import os
 import pickle
 import sys
 from array import array
@@ -51,6 +49,7 @@ from typing import NamedTuple
 
 from rapidfuzz import fuzz
 
+from . import base as _base
 from .base import ClusterSettings, gc_paused  # (here too: the clusterer's own names)
 from .text import Features, features
 
@@ -828,34 +827,13 @@ class Clusterer:
 
 def source_digest(names: tuple[str, ...] = ("cluster.py", "cluster.pxd")) -> str | None:
     """blake2b of these files of this folder, in order (by default what the compiled build is
-    made from; setup.py writes the same into it); None when one cannot be read."""
-    h = hashlib.blake2b(digest_size=16)
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        for name in names:
-            with open(os.path.join(here, name), "rb") as f:
-                h.update(f.read())
-    except OSError:
-        return None
-    return h.hexdigest()
-
-
-def _compiled_build():
-    """The compiled module, or None with the reason it is not used."""
-    if os.environ.get("AGGREGATOR_PURE_PYTHON") == "1":
-        return None, "AGGREGATOR_PURE_PYTHON=1"
-    try:
-        from . import _ccluster
-    except ImportError:
-        return None, "not built (no C compiler or Cython at install time)"
-    if getattr(_ccluster, "SOURCE_DIGEST", None) != source_digest():
-        return None, "built from another version of cluster.py (reinstall to rebuild it)"
-    return _ccluster, ""
+    made from)."""
+    return _base.source_digest(names)
 
 
 IMPLEMENTATION, WHY_PURE = "pure Python", ""
 if __name__ == "aggregator.dedup.cluster":  # not in the compiled copy itself
-    _build, WHY_PURE = _compiled_build()
+    _build, WHY_PURE = _base.compiled_build("_ccluster", ("cluster.py", "cluster.pxd"))
     if _build is not None:
         # (through globals(): in the compiled copy these names are its cdef classes, which
         # Cython refuses to see assigned, even in a branch that never runs there)

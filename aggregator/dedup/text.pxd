@@ -1,0 +1,18 @@
+# C types for the compiled build of text.py (see setup.py). The pure module ignores this file.
+cimport cython
+
+
+cdef inline bint _alnum(Py_UCS4 c)
+
+@cython.locals(out=list, n=Py_ssize_t, i=Py_ssize_t, start=Py_ssize_t, c=Py_UCS4)
+cpdef list _scan(str text)
+
+@cython.locals(found=list, out=list, w=str)
+cpdef list words(str text)
+
+@cython.locals(budget=Py_ssize_t, ws=list)
+cpdef list first_words(str text, Py_ssize_t k)
+
+@cython.locals(weights=dict, years=set, decimals=set, title_words=list, terms=dict,
+               numbers=bint, w=str, s=str)
+cpdef features(title, summary=*, Py_ssize_t summary_tokens=*, double summary_weight=*)
