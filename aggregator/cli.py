@@ -33,13 +33,10 @@ def _one_line(e: Exception) -> str | None:
 
     # (not their subclasses for misuse, IntegrityError or ProgrammingError: those are bugs)
     if type(e) in (sqlite3.DatabaseError, sqlite3.OperationalError):
+        from .store.sqlite import what_to_do
+
         why = str(e)
-        if "malformed" in why or "not a database" in why:
-            return (
-                f"the store is damaged ({why}); restore it from a backup, or rebuild it with"
-                " `sqlite3 FILE .recover | sqlite3 NEW` and use NEW"
-            )
-        return f"the store failed: {why}"
+        return f"the store failed: {why}; {what_to_do(why)}"
     psycopg = sys.modules.get("psycopg")  # (loaded only when the store is PostgreSQL)
     if psycopg is not None and isinstance(e, psycopg.OperationalError):
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]

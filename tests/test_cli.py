@@ -208,7 +208,9 @@ def test_a_damaged_store_is_one_line_that_says_what_to_do(server, run_cli):
         f.write(bytes(range(256)) * (size // 256))
     res = run_cli("entries", ok=False)
     assert res.exit_code == 1 and res.stdout == ""
-    assert res.stderr.startswith("error: the store is damaged (database disk image is malformed)")
+    assert res.stderr.startswith(
+        "error: the store failed: database disk image is malformed; it is damaged: restore it"
+    )
     assert res.stderr.count("\n") == 1 and ".recover" in res.stderr
     with pytest.raises(sqlite3.DatabaseError, match="malformed"):
         run_cli("--debug", "entries", ok=False)
@@ -416,6 +418,9 @@ def test_what_a_database_error_tells_the_user(tmp_path):
         db.execute("BEGIN IMMEDIATE")
         other = sqlite3.connect(tmp_path / "s.sqlite", timeout=0, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
-    assert _one_line(locked.value) == "the store failed: database is locked"
+    # (the words a write that meets the lock says: test_store's locked-store test)
+    assert _one_line(locked.value) == (
+        "the store failed: database is locked; another process is writing it; try again"
+    )
     other.close()
     db.close()

@@ -25,6 +25,19 @@ WAL_CHECKPOINT_PAGES = 8192
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
+def what_to_do(why: str) -> str:
+    """What a user can do about a SQLite error (``why``: its message), met in a write or in a
+    read: the CLI says the same of both."""
+    if "locked" in why or "busy" in why:
+        return "another process is writing it; try again"
+    if "malformed" in why or "not a database" in why:
+        return (
+            "it is damaged: restore it from a backup, or rebuild it with"
+            " `sqlite3 FILE .recover | sqlite3 NEW` and use NEW"
+        )
+    return "check the free space on its disk and the file's permissions"
+
+
 class SQLiteStore(SearchMixin, SQLStore):
     def __init__(self, path: Path, *, readonly: bool = False):
         self.path = path
@@ -111,11 +124,7 @@ class SQLiteStore(SearchMixin, SQLStore):
 
     def _cannot_write(self, e: sqlite3.Error) -> str:
         why = str(e)
-        if "locked" in why or "busy" in why:
-            hint = "another process is writing it; try again"
-        else:
-            hint = "check the free space on its disk and the file's permissions"
-        return f"the store {self.path} cannot be written: {why}; {hint}"
+        return f"the store {self.path} cannot be written: {why}; {what_to_do(why)}"
 
     @contextmanager
     def batch(self):
