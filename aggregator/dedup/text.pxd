@@ -2,9 +2,9 @@
 cimport cython
 
 
-cdef inline bint _alnum(Py_UCS4 c)
+cdef inline bint _alnum(Py_UCS4 c) noexcept
 
-@cython.locals(out=list, n=Py_ssize_t, i=Py_ssize_t, start=Py_ssize_t, c=Py_UCS4)
+@cython.locals(out=list, i=Py_ssize_t, start=Py_ssize_t, sep=Py_ssize_t, state=int, c=Py_UCS4)
 cpdef list _scan(str text)
 
 @cython.locals(found=list, out=list, w=str)
