@@ -166,9 +166,9 @@ _STORY_FIELDS = (  # StoryState's attributes (the compiled class has no __slots_
     "evicted",  # left the window; posting lists drop it lazily
 )
 # Scratch space of one scoring pass (never saved): the weight a pass accumulated for the story,
-# valid while ``mark`` is that pass's stamp. A field of the story, not a dict keyed by it:
-# the pass adds to it once for each story in each posting list it reads (~240 times an entry),
-# and the dict's get and set were a fifth of placing an entry.
+# valid while ``mark`` is that pass's stamp. A field of the story, not a dict keyed by it: the
+# pass adds to it once for each story in each posting list it reads, and the dict's get and set
+# took 5% of the instructions of placing the bench's entries.
 _SCRATCH = ("acc", "mark")
 
 
