@@ -148,19 +148,20 @@ def test_the_scan_finds_the_words_the_pattern_finds(s):
         assert sys.modules["aggregator.dedup._ctext"]._scan(s) == expected
 
 
+def _seen(f) -> tuple:
+    """What clustering reads of a Features (the weights' order too: it breaks ties)."""
+    return list(f.weights.items()), f.years, f.decimals, f.title_key
+
+
 @hypothesis_settings(max_examples=500, deadline=None)
 @given(st.one_of(_TEXTS, _ANY), st.one_of(_TEXTS, _ANY), st.integers(0, 30))
 def test_pure_and_compiled_features_are_the_same(title, summary, k):
     need_compiled(text)
     pure = pure_module(text)
     assert not pure.COMPILED and pure.words is not text.words
-
-    def seen(f):  # (the weights' order too: it breaks ties in scoring)
-        return list(f.weights.items()), f.years, f.decimals, f.title_key
-
     assert pure.words(title) == text.words(title)
     assert pure.first_words(summary, k) == text.first_words(summary, k)
-    assert seen(pure.features(title, summary, k)) == seen(text.features(title, summary, k))
+    assert _seen(pure.features(title, summary, k)) == _seen(text.features(title, summary, k))
 
 
 def test_pure_and_compiled_features_are_the_same_for_real_headlines():
@@ -174,13 +175,7 @@ def test_pure_and_compiled_features_are_the_same_for_real_headlines():
         with lines.open(encoding="utf-8") as f:
             texts += [(d["title"], d.get("summary") or "") for d in map(json.loads, f)]
     for title, summary in texts:
-        a, b = pure.features(title, summary), text.features(title, summary)
-        assert (list(a.weights.items()), a.years, a.decimals, a.title_key) == (
-            list(b.weights.items()),
-            b.years,
-            b.decimals,
-            b.title_key,
-        )
+        assert _seen(pure.features(title, summary)) == _seen(text.features(title, summary))
 
 
 def _implementation_in(package: Path, env_extra: dict[str, str] | None = None) -> str:
