@@ -87,5 +87,5 @@ cdef class Clusterer:
     @cython.locals(total=double, w=double, share=double)
     cpdef tuple _core_weights(self, StoryState st)
 
-    @cython.locals(df=dict, sf=dict, postings=dict, tokens=dict)
+    @cython.locals(df=dict, sf=dict, postings=dict, tokens=dict, fresh=bint)
     cpdef _join(self, StoryState st, item, f, double t)

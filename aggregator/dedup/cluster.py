@@ -489,22 +489,26 @@ class Clusterer:
         cap = self._index_cap
         if st.core is tokens:  # the cached core shares this dict: keep it as it is
             st.core = dict(tokens)
+        fresh = not tokens  # (a new story, most often: its tokens are a copy of the entry's)
+        if fresh:
+            tokens = st.tokens = dict(f.weights)
         for tok, w in f.weights.items():
             df[tok] = df.get(tok, 0) + 1
-            if tok in tokens:
-                tokens[tok] += w
-            else:
+            if not fresh:
+                if tok in tokens:
+                    tokens[tok] += w
+                    continue
                 tokens[tok] = w
-                live = sf[tok] = sf.get(tok, 0) + 1
-                posting = postings.get(tok)
-                if posting is not None:
-                    if live > cap:  # too common to look up: stop indexing it
-                        del postings[tok]
-                        self._stale.pop(tok, None)
-                    else:
-                        posting.append(st)
-                elif live == 1:
-                    postings[tok] = [st]
+            live = sf[tok] = sf.get(tok, 0) + 1
+            posting = postings.get(tok)
+            if posting is not None:
+                if live > cap:  # too common to look up: stop indexing it
+                    del postings[tok]
+                    self._stale.pop(tok, None)
+                else:
+                    posting.append(st)
+            elif live == 1:
+                postings[tok] = [st]
         if f.years:
             st.years = _count(st.years, dict.fromkeys(f.years, 1))
         if f.decimals:
