@@ -273,3 +273,19 @@ def test_summary_tokens_share_the_weight_object_they_were_given():
     )
     summary = [w for tok, w in f.weights.items() if tok not in ("harbour", "strike")]
     assert len(summary) >= 5 and all(w is weight for w in summary)
+
+
+def test_both_builds_take_a_subclass_of_str():
+    """The library's callers may pass str subclasses (markup types, numpy strings): the
+    compiled build must take them as the pure one does (a C signature typed ``str`` refused
+    them with a TypeError)."""
+
+    class Markup(str):
+        pass
+
+    pure = pure_module(text)
+    title, summary = Markup("Quake of 6.8 hits Chile"), Markup("Rescuers’ search in 2026 goes on")
+    for build in (pure, text):
+        assert build.words(title) == ["quake", "of", "6.8", "hits", "chile"]
+        assert build.first_words(summary, 3) == ["rescuers", "search", "in"]
+        assert _seen(build.features(title, summary)) == _seen(pure.features(str(title), summary))

@@ -7,11 +7,13 @@ cdef inline bint _alnum(Py_UCS4 c) noexcept
 @cython.locals(out=list, i=Py_ssize_t, start=Py_ssize_t, sep=Py_ssize_t, state=int, c=Py_UCS4)
 cpdef list _scan(str text)
 
-@cython.locals(found=list, out=list, w=str)
-cpdef list words(str text)
+# (texts untyped: a subclass of str must be taken as the pure module takes it; what words
+# scans is the lowered copy, a str)
+@cython.locals(low=str, found=list, out=list, w=str)
+cpdef list words(text)
 
 @cython.locals(budget=Py_ssize_t, ws=list)
-cpdef list first_words(str text, Py_ssize_t k)
+cpdef list first_words(text, Py_ssize_t k)
 
 # (summary_weight stays a Python float: typed double, each summary token's weight in each
 # story's profile was a float object of its own, 39 MB more for the bench's 50,500 entries)

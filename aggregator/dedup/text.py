@@ -94,12 +94,12 @@ def _scan(text: str) -> list[str]:
 
 def words(text: str) -> list[str]:
     if text.isascii():
-        text, pattern = text.lower(), _WORD_ASCII
+        low, pattern = text.lower(), _WORD_ASCII
     else:
-        text = unicodedata.normalize("NFKC", text).replace("’", "'").lower()
+        low = unicodedata.normalize("NFKC", text).replace("’", "'").lower()
         pattern = _WORD
-    found = _scan(text) if COMPILED else pattern.findall(text)
-    if "'" not in text:  # the common case, in one pass
+    found = _scan(low) if COMPILED else pattern.findall(low)
+    if "'" not in low:  # the common case, in one pass
         return [w for w in found if len(w) > 1 or w.isdigit()]
     out = []
     for w in found:
