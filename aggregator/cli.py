@@ -29,12 +29,9 @@ def _one_line(e: Exception) -> str | None:
     file, a PostgreSQL server gone), what it said and what to do. None: a bug, shown whole."""
     if isinstance(e, AggregatorError):
         return str(e)
-    import sqlite3
+    from .store.sqlite import refused, what_to_do
 
-    # (not their subclasses for misuse, IntegrityError or ProgrammingError: those are bugs)
-    if type(e) in (sqlite3.DatabaseError, sqlite3.OperationalError):
-        from .store.sqlite import what_to_do
-
+    if refused(e):
         why = str(e)
         return f"the store failed: {why}; {what_to_do(why)}"
     psycopg = sys.modules.get("psycopg")  # (loaded only when the store is PostgreSQL)

@@ -25,6 +25,13 @@ WAL_CHECKPOINT_PAGES = 8192
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
+def refused(e: BaseException) -> bool:
+    """Whether ``e`` is SQLite refusing the database's work (a full disk, an I/O error, a lock,
+    a damaged file): the exact types, not their subclasses for misuse (IntegrityError,
+    ProgrammingError), which are bugs."""
+    return type(e) in (sqlite3.DatabaseError, sqlite3.OperationalError)
+
+
 def what_to_do(why: str) -> str:
     """What a user can do about a SQLite error (``why``: its message), met in a write or in a
     read: the CLI says the same of both."""
@@ -117,8 +124,7 @@ class SQLiteStore(SearchMixin, SQLStore):
                 self.db.execute("ROLLBACK TO w" if batched else "ROLLBACK")
                 if batched:
                     self.db.execute("RELEASE w")
-            # (not the errors of misuse, IntegrityError or ProgrammingError: those are bugs)
-            if type(e) in (sqlite3.DatabaseError, sqlite3.OperationalError):
+            if refused(e):
                 raise StoreError(self._cannot_write(e)) from e
             raise
 
