@@ -28,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from .clustering import ClusteringStage, ClusterSummary
+from .clustering import ClusteringStage, ClusterSummary, prefetched
 from .config import Settings
 from .errors import ParseError
 from .models import (
@@ -214,6 +214,13 @@ def _worker_apply(rows: list, merged: list, now: datetime, generation: int | Non
     return _worker_store.apply_clustering(rows, merged, now, generation)
 
 
+def _worker_prefetch(
+    limit: int, after: tuple[datetime, int], summary_tokens: int, summary_weight: float
+) -> list[tuple]:
+    assert _worker_store is not None
+    return prefetched(_worker_store, limit, after, summary_tokens, summary_weight)
+
+
 _worker_stage: ClusteringStage | None = None  # the round's clustering, when done here
 
 
@@ -330,6 +337,14 @@ class Offload:
         """Write a clustering batch's stories in a worker (ClusteringStage's ``apply``): the
         store's work overlaps the placing of the next batch. None when the workers are gone."""
         return self._submit(_worker_apply, rows, merged, now, generation)
+
+    def prefetch(
+        self, limit: int, after: tuple[datetime, int], summary_tokens: int, summary_weight: float
+    ) -> Future | None:
+        """Read the clustering stage's next batch in a worker, with its entries' features
+        (ClusteringStage's ``prefetch``): computed there while this process places the batch
+        before it. None when the workers are gone."""
+        return self._submit(_worker_prefetch, limit, after, summary_tokens, summary_weight)
 
     def _submit(self, fn, *args) -> Future | None:
         """``fn`` in a worker; None when the workers are gone. A task that dies with its worker
@@ -704,11 +719,26 @@ def update(
             clustered = offload.clustered(placing)
         if clustered is None:
             # the full-text index, in one batch per round: in a worker while this process
-            # clusters
-            indexing = offload.index_pending() if offload is not None else None
+            # clusters, once the stage has asked it for its second batch
+            indexing = None
+
+            def index() -> None:
+                nonlocal indexing
+                indexing = offload.index_pending() if offload is not None else None
+
             apply = offload.apply_clustering if offload is not None else None
+            prefetch = offload.prefetch if offload is not None else None
             # (a one-shot round's snapshot is written next: its body while the last write is)
-            clustered = stage.run(store, clock(), apply=apply, save_ahead=not keep_clusterer)
+            clustered = stage.run(
+                store,
+                clock(),
+                apply=apply,
+                save_ahead=not keep_clusterer,
+                prefetch=prefetch,
+                on_first_batch=index,
+            )
+            if indexing is None:  # (the stage returned before its first batch: not leading)
+                index()
             if offload is None or not offload.indexed(indexing):
                 store.index_pending()
     finally:

@@ -151,7 +151,66 @@ def test_a_preloaded_clusterer_is_used_only_if_the_stories_did_not_change_meanwh
     store.close()
 
 
-def test_a_correction_while_a_batch_is_written_is_placed_again(db_target, offload):
+def _count_reads(store, monkeypatch) -> list:
+    """The batches ``store`` reads in this process (ClusteringStage's reads), as a list."""
+    reads, unclustered = [], store.unclustered
+    monkeypatch.setattr(
+        store, "unclustered", lambda *a, **k: reads.append(a) or unclustered(*a, **k)
+    )
+    return reads
+
+
+def test_batches_read_ahead_in_the_worker_store_the_stories_read_here(
+    db_target, offload, monkeypatch
+):
+    """With ``prefetch``, the worker reads the next batch and computes its features while this
+    process places the one before: this process reads only the first, and places the rest from
+    their features alone (the items it gets have no title or summary)."""
+    store = fill(db_target)
+    reads, asked, got = _count_reads(store, monkeypatch), [], []
+
+    def prefetch(limit, after, tokens, weight):
+        asked.append(after)
+        fut = offload.prefetch(limit, after, tokens, weight)
+        fut.add_done_callback(lambda f: got.append(len(f.result())))
+        return fut
+
+    summary = ClusteringStage().run(
+        store, NOW, batch=7, apply=offload.apply_clustering, prefetch=prefetch
+    )
+    assert len(reads) == 1  # the first batch; the other 14 came from the worker
+    assert len(asked) == 14 and sorted(got) == [2] + [7] * 13
+    assert summary.entries == EVENTS * OUTLETS and summary.merges == 0
+    assert store.unclustered() == [] and stories(store) == expected()
+    store.close()
+
+
+def test_a_batch_the_worker_cannot_give_is_read_here(db_target, monkeypatch):
+    """A prefetch that cannot be made (None: the workers are gone) or that fails (its worker
+    died, its read failed) costs nothing: the stage reads that batch itself."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    store = fill(db_target)
+    reads, asked = _count_reads(store, monkeypatch), []
+
+    def prefetch(limit, after, tokens, weight):
+        asked.append(after)
+        if len(asked) % 2:
+            return None
+        fut = Future()
+        fut.set_exception(BrokenProcessPool("gone"))
+        return fut
+
+    summary = ClusteringStage().run(store, NOW, batch=7, prefetch=prefetch)
+    assert len(asked) == 14 and len(reads) == 15
+    assert summary.entries == EVENTS * OUTLETS
+    assert store.unclustered() == [] and stories(store) == expected()
+    store.close()
+
+
+@pytest.mark.parametrize("ahead", [False, True], ids=["read here", "read ahead"])
+def test_a_correction_while_a_batch_is_written_is_placed_again(db_target, offload, ahead):
     """The generation moves (another process corrected a story) just before the second write
     (the batches placed while the first was in flight): the worker refuses that write, the
     stage rebuilds from the store and places the rest again."""
@@ -168,7 +227,8 @@ def test_a_correction_while_a_batch_is_written_is_placed_again(db_target, offloa
         futures.append(offload.apply_clustering(rows, merged, now, generation))
         return futures[-1]
 
-    summary = ClusteringStage().run(store, NOW, batch=7, apply=apply)
+    prefetch = offload.prefetch if ahead else None
+    summary = ClusteringStage().run(store, NOW, batch=7, apply=apply, prefetch=prefetch)
     assert [i for i, f in enumerate(futures) if f.exception() is not None] == [1]
     assert isinstance(futures[1].exception(), ClusterConflictError)
     assert summary.entries == EVENTS * OUTLETS  # each entry counted once, refused ones not

@@ -289,3 +289,54 @@ def test_both_builds_take_a_subclass_of_str():
         assert build.words(title) == ["quake", "of", "6.8", "hits", "chile"]
         assert build.first_words(summary, 3) == ["rescuers", "search", "in"]
         assert _seen(build.features(title, summary)) == _seen(pure.features(str(title), summary))
+
+
+def _builds() -> list:
+    """text.py's builds: the pure module, and the compiled one when it is in use."""
+    return [pure_module(text)] + ([text] if text.IMPLEMENTATION == "compiled" else [])
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(_TEXTS, _ANY),
+    st.one_of(_TEXTS, _ANY),
+    st.integers(0, 30),
+    st.sampled_from([0.5, 0.25, 1.0, 1.5]),
+)
+def test_packed_features_unpack_to_the_same_features(title, summary, k, weight):
+    """A round's worker computes the features of the clustering stage's next batch and sends
+    them packed (ClusteringStage's ``prefetch``): what is unpacked must be what the clusterer
+    would have computed, in order, its summary tokens weighing the very object it passes."""
+    weight = float(str(weight))  # (an object of its own)
+    for build in _builds():
+        f = build.features(title, summary, k, weight)
+        g = build.unpack(build.pack(f), weight)
+        assert _seen(g) == _seen(f)
+        assert all(w == 1.0 or w is weight for w in g.weights.values())
+
+
+def test_unpacked_tokens_are_the_ones_term_gives():
+    """The clusterer keeps each token in every story and index that has it: one string object
+    per token, or memory grows by a copy per entry (100 MB for the bench's 50,500 entries)."""
+    title, summary = "Harbour strikes spread to three ports", "Dockers walk out over pay rosters"
+    for build in _builds():
+        f = build.features(title, summary)
+        packed = build.pack(f)
+        one, two = build.unpack(packed), build.unpack(build.pack(build.features(title, summary)))
+        assert list(one.weights) == list(f.weights)
+        for a, b, c in zip(f.weights, one.weights, two.weights, strict=True):
+            assert a is b is c
+
+
+def test_packed_features_of_real_headlines_unpack_alike():
+    texts = [(i.title, i.summary) for i in synthetic_stream(500)]
+    lines = SHARED_DATA / "uci-news-aggregator-sample.jsonl"
+    if lines.exists():
+        import json
+
+        with lines.open(encoding="utf-8") as f:
+            texts += [(d["title"], d.get("summary") or "") for d in map(json.loads, f)]
+    for build in _builds():
+        for title, summary in texts:
+            f = build.features(title, summary)
+            assert _seen(build.unpack(build.pack(f))) == _seen(f)

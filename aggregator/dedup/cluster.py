@@ -43,7 +43,7 @@ import pickle
 import sys
 from array import array
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
@@ -115,6 +115,9 @@ class Item:
     title: str
     summary: str
     published: datetime
+    # its features when they were computed already (in another process: ClusteringStage), for
+    # the clusterer's settings; the title and summary are then not read
+    features: Features | None = field(default=None, compare=False, repr=False)
 
 
 class Assignment(NamedTuple):  # a tuple: one is made per entry, cheaply
@@ -279,7 +282,9 @@ class Clusterer:
 
     def add(self, item: Item, story_id: int | None = None) -> Assignment:
         """Cluster one entry. ``story_id`` forces its story (manual corrections, reloading)."""
-        f = features(item.title, item.summary, self.s.summary_tokens, self.s.summary_weight)
+        f = item.features
+        if f is None:
+            f = features(item.title, item.summary, self.s.summary_tokens, self.s.summary_weight)
         t = item.published.timestamp()
         self._tick(t)
         if story_id is not None:

@@ -20,3 +20,9 @@ cpdef list first_words(text, Py_ssize_t k)
 @cython.locals(weights=dict, years=set, decimals=set, title_words=list, terms=dict,
                numbers=bint, w=str, s=str)
 cpdef features(title, summary=*, Py_ssize_t summary_tokens=*, summary_weight=*)
+
+@cython.locals(weights=dict, tokens=list, n=Py_ssize_t)
+cpdef tuple pack(f)
+
+@cython.locals(weights=dict, title=str, summary=str, same=dict, s=str)
+cpdef unpack(tuple packed, summary_weight=*)
