@@ -79,13 +79,11 @@ def _cluster():
 _cluster_module = None
 
 
-def _items(rows: list[tuple], summary_weight: float) -> list[Item]:
-    """``prefetched`` rows as the clusterer's items, their features unpacked."""
-    from .dedup.text import unpack
-
+def _items(rows: list[tuple]) -> list[Item]:
+    """``prefetched`` rows as the clusterer's items (their features still packed)."""
     item = _cluster().Item
     return [
-        item(eid, str(feed), url, "", "", published, unpack(packed, summary_weight))
+        item(eid, str(feed), url, "", "", published, packed)
         for eid, feed, url, published, packed in rows
     ]
 
@@ -356,7 +354,7 @@ class ClusteringStage:
                     except Exception:  # (its process died, or could not read: read here)
                         rows = None
                     if rows is not None:
-                        return _items(rows, settings.summary_weight)
+                        return _items(rows)
                 else:
                     fut.cancel()
             return [to_item(c) for c in store.unclustered(batch, after=after)]

@@ -340,3 +340,29 @@ def test_packed_features_of_real_headlines_unpack_alike():
         for title, summary in texts:
             f = build.features(title, summary)
             assert _seen(build.unpack(build.pack(f))) == _seen(f)
+
+
+def test_items_with_packed_features_are_placed_as_their_text_is():
+    """ClusteringStage's prefetched items carry their features packed, and no text: each build
+    must place them exactly as it places the same entries from their title and summary."""
+    import dataclasses
+
+    kw = {"window_hours": 12, "max_postings": 3, "merge_threshold": 0.1, "summary_weight": 0.4}
+    items = synthetic_stream(1500)
+    builds = [cluster] + ([pure_module()] if cluster.IMPLEMENTATION == "compiled" else [])
+    for build in builds:
+        s = build.ClusterSettings(**kw)
+        packed = [
+            dataclasses.replace(
+                i,
+                title="",
+                summary="",
+                features=text.pack(text.features(i.title, i.summary, s.summary_tokens, 0.4)),
+            )
+            for i in items
+        ]
+        from_text = build.Clusterer(s).add_many(items)
+        assert {a.reason.split(":")[0] for a in from_text} >= {"new", "same-url", "similar"}
+        assert [tuple(a) for a in build.Clusterer(s).add_many(packed)] == [
+            tuple(a) for a in from_text
+        ]

@@ -51,7 +51,7 @@ from rapidfuzz import fuzz
 
 from . import base as _base
 from .base import ClusterSettings, gc_paused  # (here too: the clusterer's own names)
-from .text import Features, features
+from .text import Features, features, unpack
 
 _second = operator.itemgetter(1)
 
@@ -115,9 +115,11 @@ class Item:
     title: str
     summary: str
     published: datetime
-    # its features when they were computed already (in another process: ClusteringStage), for
-    # the clusterer's settings; the title and summary are then not read
-    features: Features | None = field(default=None, compare=False, repr=False)
+    # its features when they were computed already, for the clusterer's settings (in another
+    # process: ClusteringStage), as ``text.pack`` gives them; the title and summary are then not
+    # read. (Unpacked as each is placed: 10,000 of the bench's items waiting to be placed held
+    # 6.8 MB so, against 12.3 MB with their Features, and 10.7 MB with their text instead.)
+    features: tuple | None = field(default=None, compare=False, repr=False)
 
 
 class Assignment(NamedTuple):  # a tuple: one is made per entry, cheaply
@@ -282,9 +284,11 @@ class Clusterer:
 
     def add(self, item: Item, story_id: int | None = None) -> Assignment:
         """Cluster one entry. ``story_id`` forces its story (manual corrections, reloading)."""
-        f = item.features
-        if f is None:
+        packed = item.features
+        if packed is None:
             f = features(item.title, item.summary, self.s.summary_tokens, self.s.summary_weight)
+        else:
+            f = unpack(packed, self.s.summary_weight)
         t = item.published.timestamp()
         self._tick(t)
         if story_id is not None:
