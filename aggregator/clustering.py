@@ -123,6 +123,11 @@ def prefetched(
     ]
 
 
+# With a prefetch (a round's worker reads the batches ahead and computes their features), the
+# first batch is read and tokenized here: this many entries, which take about as long to place
+# as the worker takes to prepare the next full batch, so that most are prepared there.
+FIRST_BATCH = 2_000
+
 # 2: token statistics as one string of tokens and arrays; 3: the header in a fixed space at the
 # start of the file, the body after it (so the body can be written before the header is known)
 SNAPSHOT_FORMAT = 3
@@ -340,11 +345,15 @@ class ClusteringStage:
         out_n = 0
         settings = self.settings
         ahead: tuple[Future, tuple] | None = None  # the next batch's prefetch, and its start
+        # what the batch in ``pending`` was read with: as many came, so more may follow
+        want = batch
 
         def read(after: tuple[datetime, int] | None) -> list[Item]:
             """The batch after ``after`` (the first when None): the prefetched one, when it
-            was asked for and came; else read here."""
-            nonlocal ahead
+            was asked for and came; else read here (with a prefetch to come, a first batch of
+            FIRST_BATCH: the worker prepares the next one meanwhile)."""
+            nonlocal ahead, want
+            want = batch
             if ahead is not None:
                 fut, at = ahead
                 ahead = None
@@ -357,12 +366,14 @@ class ClusteringStage:
                         return _items(rows)
                 else:
                     fut.cancel()
-            return [to_item(c) for c in store.unclustered(batch, after=after)]
+            if after is None and prefetch is not None:
+                want = min(batch, FIRST_BATCH)
+            return [to_item(c) for c in store.unclustered(want, after=after)]
 
         def ask(got: list[Item]) -> None:
             """Ask for the batch after ``got``, a full one (a shorter one is the last)."""
             nonlocal ahead
-            if prefetch is not None and len(got) == batch:
+            if prefetch is not None and len(got) == want:
                 after = (got[-1].published, got[-1].entry_id)
                 fut = prefetch(batch, after, settings.summary_tokens, settings.summary_weight)
                 ahead = (fut, after) if fut is not None else None
@@ -442,9 +453,9 @@ class ClusteringStage:
                     out_merged.extend((gone, c.resolve(gone)) for gone in c.merged_into)
                     out_n += len(pending)
                     c.merged_into.clear()
-                    n, last = len(pending), pending[-1]
+                    full, last = len(pending) == want, pending[-1]
                     pending = []
-                    if n == batch:
+                    if full:
                         pending = read((last.published, last.entry_id))
                         gen = store.cluster_generation()
                         ask(pending)

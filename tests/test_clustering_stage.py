@@ -185,6 +185,28 @@ def test_batches_read_ahead_in_the_worker_store_the_stories_read_here(
     store.close()
 
 
+def test_with_a_prefetch_the_first_batch_is_a_short_one(db_target, offload, monkeypatch):
+    """The first batch is read and tokenized here while the worker prepares the next: it is
+    FIRST_BATCH entries, so that the worker's share is most of the round's."""
+    from aggregator import clustering
+
+    monkeypatch.setattr(clustering, "FIRST_BATCH", 3)
+    store = fill(db_target)
+    reads, got = _count_reads(store, monkeypatch), []
+
+    def prefetch(limit, after, tokens, weight):
+        fut = offload.prefetch(limit, after, tokens, weight)
+        fut.add_done_callback(lambda f: got.append(len(f.result())))
+        return fut
+
+    summary = ClusteringStage().run(store, NOW, batch=10, prefetch=prefetch)
+    assert [r[0] for r in reads] == [3]  # here: 3 entries; in the worker: 9 x 10, then 7
+    assert sorted(got) == [7] + [10] * 9
+    assert summary.entries == EVENTS * OUTLETS
+    assert store.unclustered() == [] and stories(store) == expected()
+    store.close()
+
+
 def test_a_batch_the_worker_cannot_give_is_read_here(db_target, monkeypatch):
     """A prefetch that cannot be made (None: the workers are gone) or that fails (its worker
     died, its read failed) costs nothing: the stage reads that batch itself."""
