@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregator import normalize
 from aggregator.models import RawEntry
 from aggregator.normalize import (
     _full_canonical_url,
@@ -299,3 +300,152 @@ def test_clean_text_splits_where_the_regex_whitespace_class_matches():
         c = chr(cp)
         assert c.isspace() == (ws.match(c) is not None), hex(cp)
     assert clean_text("  a \t\n b\u00a0c\u2003 d\x00e\x1f ") == "a b c de"
+
+
+# -- simple markup read without the parser (normalize._simple_text) ------------------------------
+
+# elements the parser treats specially: their markup must go to it
+_SPECIAL = """table td tr pre listing script style textarea title select option svg math head body
+html template xmp noscript frameset plaintext image nobr form button iframe caption ruby p1"""
+_TAG_NAMES = [*sorted(normalize._SIMPLE_TAGS), *_SPECIAL.split()]
+_PLAIN_REFS = """&amp; &amp &lt; &gt &copy &copy2024 &notit; &notin; &nbsp; &NotEqualTilde; &bogus;
+& &# &#x; &amp;amp; &AMP; &ampx &#39; &#x27; &#8217 &#65 &#x41g &#173; &#x2028;"""
+# numeric references html.unescape reads otherwise than HTML does
+_ODD_REFS = """&#0; &#x80; &#150; &#13; &#12; &#x0a; &#xD800; &#xFDD0; &#xFFFE; &#1114112;
+&#x110000; &#9999999999;"""
+_REFS = [*_PLAIN_REFS.split(), *_ODD_REFS.split()]
+_HTML_WS = st.sampled_from([" ", "\t", "\n", "\r", "\f", "\x0b", "", "  "])
+
+
+def _cased(s: str):
+    return st.sampled_from([s, s.upper(), s.capitalize()])
+
+
+_ATTR_VALUE = st.one_of(
+    st.text(st.sampled_from(list("ab >'<&/=;#")), max_size=6).map(lambda v: f'"{v}"'),
+    st.text(st.sampled_from(list('ab >"<&/=')), max_size=6).map(lambda v: f"'{v}'"),
+    st.text(st.sampled_from(list("ab>&/=`'\"<")), max_size=5),
+)
+_ATTR = st.builds(
+    lambda w, name, eq, value: f"{w}{name}" + (f"{eq}{value}" if eq else ""),
+    st.sampled_from([" ", "\n", "\x0b", "", "\t "]),
+    st.sampled_from(["href", "alt", "data-x", 'a"b', "x'y", "c<d", "/", "=", "a/b"]),
+    st.sampled_from(["", "=", " = ", "= "]),
+    _ATTR_VALUE,
+)
+_START = st.builds(
+    lambda name, attrs, w, close: f"<{name}{''.join(attrs)}{w}{close}>",
+    st.sampled_from(_TAG_NAMES).flatmap(_cased),
+    st.lists(_ATTR, max_size=3),
+    _HTML_WS,
+    st.sampled_from(["", "/"]),
+)
+_END = st.builds(
+    lambda name, w: f"</{name}{w}>", st.sampled_from(_TAG_NAMES).flatmap(_cased), _HTML_WS
+)
+_ODD = st.sampled_from(["<!-- c -->", "<!x>", "<?x>", "</>", "</ p>", "< p>", "<3", "<", ">", "<p"])
+_TEXT = st.text(
+    st.sampled_from([*"ab c;#xé\u0301 \n\t\r\x0b\x01\u00a0", "\ufffe", "\x00", "&"]), max_size=8
+)
+_MARKUP = st.lists(
+    st.one_of(_TEXT, _TEXT, st.sampled_from(_REFS), _START, _START, _END, _END, _ODD),
+    max_size=14,
+).map("".join)
+
+
+def _as_stored(text: str) -> str:
+    """What html_to_text makes of a document's text."""
+    import unicodedata
+
+    return clean_text(unicodedata.normalize("NFC", text))
+
+
+def _parser_text(html: str) -> str:
+    return _as_stored(normalize._parsed_text(normalize._BLOCK_TAG.sub(" <", html)))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_MARKUP)
+def test_simple_markup_read_without_the_parser_gives_the_parsers_text(html):
+    simple = normalize._simple_text(html)
+    if simple is not None:
+        assert _as_stored(simple) == _parser_text(html)
+
+
+def test_no_two_simple_elements_move_text_when_nested_or_misnested():
+    """The short path takes the text in document order: no pair of its elements may make the
+    parser move text (as a table does with text beside its cells, or misnested formatting
+    elements could)."""
+    names = sorted(normalize._SIMPLE_TAGS)
+    for a in names:
+        for b in names:
+            for html in (
+                f"x<{a}>y<{b}>z</{b}>w</{a}>v",
+                f"x<{a}>y<{b}>z</{a}>w</{b}>v",
+                f"<{a}>x<{b}>y<{a}>z</{b}>w",
+            ):
+                got = normalize._simple_text(html)
+                assert got is not None and _as_stored(got) == _parser_text(html), html
+
+
+def test_simple_markup_in_the_feed_corpus_gives_the_parsers_text():
+    """Every title and summary with markup in the shared corpus (297 real feeds) that the short
+    path reads gives what the parser gives; and it reads most of them."""
+    from aggregator.errors import ParseError
+    from aggregator.parse import parse_feed
+
+    from .conftest import SHARED_DATA
+
+    feeds = SHARED_DATA / "feeds"
+    if not (feeds / "INDEX.csv").exists():
+        pytest.skip(f"feed corpus not found at {feeds}")
+    texts = simple = 0
+    for path in sorted(p for p in feeds.rglob("*") if p.is_file() and p.name != "INDEX.csv"):
+        try:
+            parsed = parse_feed(path.read_bytes(), "https://example.org/feed", None)
+        except ParseError:
+            continue
+        for e in parsed.entries:
+            for html in (e.title, e.summary_html, e.content_html):
+                if not html or ("<" not in html and "&" not in html):
+                    continue
+                texts += 1
+                got = normalize._simple_text(html)
+                if got is not None:
+                    simple += 1
+                    assert _as_stored(got) == _parser_text(html), (path.name, html[:200])
+    assert texts > 4000 and simple > texts // 2, (texts, simple)
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<table><tr><td>a</td></tr></table>b",  # table text moves (foster parenting)
+        "<pre>\nx</pre>",  # the newline after <pre> is dropped
+        "a<!-- b -->c",
+        "x < y",
+        "<script>1</script>",
+        "<textarea><b>raw</b></textarea>",
+        "a&#xFDD0;b",  # kept by HTML, dropped by html.unescape
+        '<a title="x"href=y>z',  # no space between two attributes
+        "<p\x0bclass=x>y</p>",  # \v is no HTML whitespace
+    ],
+)
+def test_other_markup_goes_to_the_parser(html):
+    assert normalize._simple_text(html) is None
+    assert html_to_text(html) == _parser_text(html)
+
+
+def test_the_short_path_marks_the_block_tags_the_parser_is_given_marked():
+    for name in normalize._SIMPLE_TAGS:
+        for tag in (f"<{name}>", f"</{name}>", f"<{name.upper()} x=1>"):
+            marked = normalize._BLOCK_TAG.match(tag) is not None
+            assert marked == (name in normalize._SIMPLE_BLOCKS), tag
+            assert normalize._simple_text(f"a{tag}b") == ("a b" if marked else "ab")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text())
+def test_clean_text_drops_the_same_controls_when_it_skips_the_pattern(text):
+    # (a printable text has no control character: clean_text does not search it for one)
+    assert clean_text(text) == " ".join(normalize._CONTROL.sub("", text).split())
