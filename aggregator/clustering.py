@@ -127,6 +127,10 @@ def prefetched(
 # first batch is read and tokenized here: this many entries, which take about as long to place
 # as the worker takes to prepare the next full batch, so that most are prepared there.
 FIRST_BATCH = 2_000
+# How long placing waits for a prefetched batch before it reads that batch itself: the worker
+# may be busy with a longer task (the round's full-text index: 1.7 s of waiting in the bench's
+# 1000-feed cold round), and reading and tokenizing 10,000 entries here takes ~0.5 s.
+PREFETCH_WAIT_S = 0.25
 
 # 2: token statistics as one string of tokens and arrays; 3: the header in a fixed space at the
 # start of the file, the body after it (so the body can be written before the header is known)
@@ -319,7 +323,8 @@ class ClusteringStage:
         parsing process, see pipeline.Offload), a batch's stories are written there while the
         next batch is placed here; a write it cannot do (its process died) is done here. With
         ``prefetch`` (the same process), the next batch is read there, and its features
-        computed, while this one is placed; a batch it cannot give is read here.
+        computed, while this one is placed; a batch it cannot give, or not within
+        PREFETCH_WAIT_S, is read here.
         ``on_first_batch`` is called once the first batch is read and the second asked for:
         the round gives that process its other work then (behind the index, the first prefetch
         kept this one waiting 1.5 s in the bench's 1000-feed cold round).
@@ -359,8 +364,8 @@ class ClusteringStage:
                 ahead = None
                 if at == after:
                     try:
-                        rows = fut.result()
-                    except Exception:  # (its process died, or could not read: read here)
+                        rows = fut.result(timeout=PREFETCH_WAIT_S)
+                    except Exception:  # (its process died, could not read, is still busy)
                         rows = None
                     if rows is not None:
                         return _items(rows)

@@ -166,6 +166,9 @@ def test_batches_read_ahead_in_the_worker_store_the_stories_read_here(
     """With ``prefetch``, the worker reads the next batch and computes its features while this
     process places the one before: this process reads only the first, and places the rest from
     their features alone (the items it gets have no title or summary)."""
+    from aggregator import clustering
+
+    monkeypatch.setattr(clustering, "PREFETCH_WAIT_S", 60.0)  # (the worker starts meanwhile)
     store = fill(db_target)
     reads, asked, got = _count_reads(store, monkeypatch), [], []
 
@@ -191,6 +194,7 @@ def test_with_a_prefetch_the_first_batch_is_a_short_one(db_target, offload, monk
     from aggregator import clustering
 
     monkeypatch.setattr(clustering, "FIRST_BATCH", 3)
+    monkeypatch.setattr(clustering, "PREFETCH_WAIT_S", 60.0)
     store = fill(db_target)
     reads, got = _count_reads(store, monkeypatch), []
 
@@ -208,20 +212,25 @@ def test_with_a_prefetch_the_first_batch_is_a_short_one(db_target, offload, monk
 
 
 def test_a_batch_the_worker_cannot_give_is_read_here(db_target, monkeypatch):
-    """A prefetch that cannot be made (None: the workers are gone) or that fails (its worker
-    died, its read failed) costs nothing: the stage reads that batch itself."""
+    """A prefetch that cannot be made (None: the workers are gone), that fails (its worker
+    died, its read failed) or that does not come in time costs nothing: the stage reads that
+    batch itself."""
     from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool
 
+    from aggregator import clustering
+
+    monkeypatch.setattr(clustering, "PREFETCH_WAIT_S", 0.05)
     store = fill(db_target)
     reads, asked = _count_reads(store, monkeypatch), []
 
     def prefetch(limit, after, tokens, weight):
         asked.append(after)
-        if len(asked) % 2:
+        if len(asked) % 3 == 1:
             return None
-        fut = Future()
-        fut.set_exception(BrokenProcessPool("gone"))
+        fut = Future()  # (one that never comes: still busy with a long task)
+        if len(asked) % 3 == 2:
+            fut.set_exception(BrokenProcessPool("gone"))
         return fut
 
     summary = ClusteringStage().run(store, NOW, batch=7, prefetch=prefetch)
