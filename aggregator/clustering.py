@@ -473,10 +473,7 @@ class ClusteringStage:
                     conflicts += 1
                     if conflicts > 3:
                         raise
-                    if ahead is not None:
-                        ahead[0].cancel()
-                        ahead = None
-                    pending = read(None)
+                    pending = read(None)  # (a prefetch in flight is for another start: dropped)
                     gen = store.cluster_generation()
                     ask(pending)
                 except BaseException:
