@@ -144,6 +144,69 @@ def test_this_process_parses_too_while_the_worker_is_behind(
     assert in_process == shared
 
 
+def test_a_worker_that_is_behind_gets_several_feeds_in_one_task(
+    server, db_target, tmp_path, monkeypatch
+):
+    """Feeds fetched while the worker has a task at work and one waiting gather, and go to it
+    in one task of at most PARSE_BATCH, written in one transaction (SQLite); this process
+    takes batches of at least PARSE_MIN_HERE itself meanwhile. The store ends up as a round
+    that parsed each feed alone leaves it."""
+    urls = serve_feeds(server, 40, items=150)[:-1]  # big feeds: the worker falls behind
+    spy = Spy(monkeypatch)
+    to_worker, here = [], []
+    real_process, real_write_many = pipeline.Offload.process, pipeline.write_many
+
+    def process(off, results):
+        to_worker.append(len(results))
+        return real_process(off, results)
+
+    def write_many(store, results, settings):
+        here.append(len(results))
+        return real_write_many(store, results, settings)
+
+    monkeypatch.setattr(pipeline.Offload, "process", process)
+    monkeypatch.setattr(pipeline, "write_many", write_many)
+    summary, batched = subscribe_and_update(db_target, SETTINGS, urls, spy.on_result)
+    (off,) = spy.offloads
+    assert summary.ok == 40 and summary.new_entries == 40 * 150 and summary.failed == 0
+    assert sum(to_worker) == off.sent and sum(to_worker) + sum(here) == 40
+    assert max(to_worker) > 1 and max(to_worker + here) <= pipeline.PARSE_BATCH, to_worker
+    assert all(n >= pipeline.PARSE_MIN_HERE for n in here), here
+
+    _, in_process = subscribe_and_update(str(tmp_path / "in-process.sqlite"), IN_PROCESS, urls)
+    assert in_process == batched
+
+
+def test_a_batch_is_parsed_before_its_transaction_begins(tmp_path, monkeypatch):
+    """write_many parses every feed of a batch first: the store's write lock is not held
+    while it parses. Each feed is then written as when written alone."""
+    from aggregator.models import FetchResult
+    from aggregator.store import open_store
+
+    store = open_store(str(tmp_path / "s.sqlite"))
+    now = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+    feeds = [store.add_feed(f"http://example.com/{i}", None, now) for i in range(3)]
+    body = rss("Outlet", simple_items(2, "Outlet story")).encode()
+    results = [
+        (FetchResult(feed_id=f.id, outcome=Outcome.OK, url=f.url, status_code=200, body=body), now)
+        for f in feeds
+    ]
+    locked = []
+    real = pipeline.prepare_result
+
+    def prepare(fetch, when):
+        locked.append(store.db.in_transaction)
+        return real(fetch, when)
+
+    monkeypatch.setattr(pipeline, "prepare_result", prepare)
+    try:
+        written = pipeline.write_many(store, results, SETTINGS)
+    finally:
+        store.close()
+    assert locked == [False, False, False]
+    assert [w.new_entries for w in written] == [2, 2, 2]
+
+
 def test_a_parsing_process_that_dies_costs_no_feed(server, db_target, monkeypatch, caplog):
     urls = serve_feeds(server, 40, delay=0.05)  # results keep coming after the kill
     spy = Spy(monkeypatch)
