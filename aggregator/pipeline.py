@@ -477,7 +477,7 @@ async def run_round(
         parsing: deque[tuple[FetchResult, datetime]] = deque()
         queued: deque[Future] = deque()  # the workers' tasks (their pool's futures, done as
         # soon as a worker is, not when this loop gets to them)
-        here: list[asyncio.Future] = []  # this process's parsing task, while there is one
+        here: asyncio.Future | None = None  # this process's last parsing task
         ahead = offload.processes + 1 if offload is not None else 0
 
         def workers_free() -> bool:
@@ -488,14 +488,14 @@ async def run_round(
         def dispatch(*_) -> None:
             """Hand the feeds waiting in ``parsing`` to a worker, or to this process while the
             workers are behind; their writes go to ``writes``."""
+            nonlocal here
             while parsing:
                 if not offload.broken and workers_free():
                     fut = send_parsing(offload.process)
                 elif offload.broken or (
-                    len(parsing) >= PARSE_MIN_HERE and not (here and not here[0].done())
+                    len(parsing) >= PARSE_MIN_HERE and (here is None or here.done())
                 ):
-                    fut = send_parsing(None)
-                    here[:] = [fut]
+                    fut = here = send_parsing(None)
                 else:
                     return
                 writes.append(fut)
