@@ -320,6 +320,44 @@ def test_a_dumped_and_loaded_clusterer_goes_on_exactly_as_the_original():
     assert loaded.stories.keys() == original.stories.keys()
 
 
+def _cached_core_weights_match_the_core(c: Clusterer) -> int:
+    """Every story's cached core weights go with its core dict, token for token in its order,
+    and those of this idf epoch are what the core gives now; how many were checked."""
+    checked = 0
+    for story in c.stories.values():
+        cw = story.core_weights
+        if cw is None:
+            continue
+        epoch, weights, total = cw
+        assert story.core is not None and len(weights) == len(story.core), story
+        if epoch == c._epoch:  # (the idf memo is cleared at each epoch)
+            assert list(weights) == [c.idf(tok) * share for tok, share in story.core.items()]
+            assert total == sum(weights)
+            checked += 1
+    return checked
+
+
+def test_the_cached_core_weights_follow_the_core_through_joins_merges_and_dumps():
+    """Only the weights are cached; the tokens they belong to are the core's own (the cache
+    is dropped whenever the core is made anew, and a core a one-member story shared with its
+    tokens is copied, in order, before those change)."""
+    import io
+
+    settings = ClusterSettings(window_hours=12, max_postings=3, merge_threshold=0.1)
+    items = synthetic_stream(4000)
+    c = Clusterer(settings)
+    c.add_many(items[:2000])
+    assert c.merged_into and any(s.n > 1 for s in c.stories.values())
+    assert _cached_core_weights_match_the_core(c) > 0
+    buf = io.BytesIO()
+    c.dump(buf, chunk=100)
+    buf.seek(0)
+    loaded = Clusterer.load(buf, settings)
+    assert _cached_core_weights_match_the_core(loaded) > 0
+    loaded.add_many(items[2000:])
+    assert _cached_core_weights_match_the_core(loaded) > 0
+
+
 def test_dump_and_load_do_not_run_the_cyclic_collector():
     # a snapshot is millions of objects, none of them garbage: a collection pass during the
     # load walked all of them again and again (0.3 s of a 0.85 s load for 50,000 entries)
