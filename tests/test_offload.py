@@ -5,11 +5,14 @@ dies costs no feed."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import signal
 import sqlite3
+import threading
 import time
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -79,6 +82,65 @@ class Spy:
             self.pids.update(off.pids())
 
 
+class Gate:
+    """Holds the round's parsing until ``after`` feeds are fetched: the worker's tasks (their
+    futures) wait for it, so that the worker is behind by construction, not because this
+    machine happened to parse slower than it fetched; this process's batches (``prepare_many``,
+    on its parser thread) wait too, and then until the worker has had its third task, so that
+    the feeds gathered meanwhile go to the worker. (The round holds at most 2 x concurrency
+    fetched bodies: ``after`` must be within it.) Records the size of each task sent to the
+    worker and of each batch parsed here."""
+
+    def __init__(self, monkeypatch, after: int):
+        from aggregator import fetch as fetch_module
+
+        self.open, self.third = threading.Event(), threading.Event()
+        self.to_worker, self.here = [], []
+        self.stuck = []  # waits that ran out: the round never got to what opens them
+        fetched = itertools.count(1)
+        real_fetch = fetch_module.fetch_feed
+        real_process, real_prepare_many = pipeline.Offload.process, pipeline.prepare_many
+
+        async def fetch_feed(*args, **kwargs):
+            result = await real_fetch(*args, **kwargs)
+            if next(fetched) >= after:
+                self.open.set()
+            return result
+
+        def process(off, results):
+            self.to_worker.append(len(results))
+            if len(self.to_worker) >= 3:
+                self.third.set()
+            sent = real_process(off, results)
+            if sent is None:
+                return None
+            held = Future()
+
+            def relay():
+                self.wait(self.open)
+                try:
+                    held.set_result(sent.result())
+                except BaseException as exc:  # (a dead worker's BrokenProcessPool too)
+                    held.set_exception(exc)
+
+            threading.Thread(target=relay, daemon=True).start()
+            return held
+
+        def prepare_many(results):
+            self.here.append(len(results))
+            self.wait(self.open)
+            self.wait(self.third)
+            return real_prepare_many(results)
+
+        monkeypatch.setattr(fetch_module, "fetch_feed", fetch_feed)
+        monkeypatch.setattr(pipeline.Offload, "process", process)
+        monkeypatch.setattr(pipeline, "prepare_many", prepare_many)
+
+    def wait(self, event: threading.Event) -> None:
+        if not event.wait(30):
+            self.stuck.append(event)
+
+
 def stored(agg: Aggregator) -> tuple:
     feeds = sorted(
         (f.url, f.title, f.last_status, f.last_error, f.etag, f.body_hash, f.next_check_at)
@@ -129,15 +191,17 @@ def test_offloaded_round_stores_what_an_in_process_round_stores(
 def test_this_process_parses_too_while_the_worker_is_behind(
     server, db_target, tmp_path, monkeypatch
 ):
-    """Fetching is quicker than parsing: once the worker has half the backlog waiting, the
-    round's process parses and writes feeds itself (both cores work), and the store ends up
-    just as a round that parsed everything in one place leaves it."""
-    urls = serve_feeds(server, 40, items=150)[:-1]  # big feeds: parsing is the slow part
+    """Fetching is quicker than parsing: while the worker has a task at work and one waiting,
+    the round's process parses and writes feeds itself (both cores work), and the store ends
+    up just as a round that parsed everything in one place leaves it."""
+    urls = serve_feeds(server, 40, items=150)[:-1]
     spy = Spy(monkeypatch)
+    gate = Gate(monkeypatch, after=14)  # the worker is behind until 14 feeds are fetched
     summary, shared = subscribe_and_update(db_target, SETTINGS, urls, spy.on_result)
     (off,) = spy.offloads
     assert summary.ok == 40 and summary.new_entries == 40 * 150 and summary.failed == 0
     assert 0 < off.sent < 40, off.sent  # some feeds went to the worker, some were done here
+    assert not gate.stuck and gate.here and sum(gate.here) == 40 - off.sent
     assert spy.pids and os.getpid() not in spy.pids
 
     _, in_process = subscribe_and_update(str(tmp_path / "in-process.sqlite"), IN_PROCESS, urls)
@@ -151,24 +215,17 @@ def test_a_worker_that_is_behind_gets_several_feeds_in_one_task(
     in one task of at most PARSE_BATCH, written in one transaction (SQLite); this process
     takes batches of at least PARSE_MIN_HERE itself meanwhile. The store ends up as a round
     that parsed each feed alone leaves it."""
-    urls = serve_feeds(server, 40, items=150)[:-1]  # big feeds: the worker falls behind
+    urls = serve_feeds(server, 40, items=150)[:-1]
     spy = Spy(monkeypatch)
-    to_worker, here = [], []
-    real_process, real_write_many = pipeline.Offload.process, pipeline.write_many
-
-    def process(off, results):
-        to_worker.append(len(results))
-        return real_process(off, results)
-
-    def write_many(store, results, settings):
-        here.append(len(results))
-        return real_write_many(store, results, settings)
-
-    monkeypatch.setattr(pipeline.Offload, "process", process)
-    monkeypatch.setattr(pipeline, "write_many", write_many)
+    gate = Gate(monkeypatch, after=14)  # the worker is behind until 14 feeds are fetched
+    to_worker, here = gate.to_worker, gate.here
     summary, batched = subscribe_and_update(db_target, SETTINGS, urls, spy.on_result)
     (off,) = spy.offloads
     assert summary.ok == 40 and summary.new_entries == 40 * 150 and summary.failed == 0
+    # the first two feeds each went to the worker at once (it was not behind yet), the next
+    # four were parsed here, and the ones fetched meanwhile went to the worker together
+    assert not gate.stuck
+    assert to_worker[:2] == [1, 1] and here[0] == pipeline.PARSE_MIN_HERE, (to_worker, here)
     assert sum(to_worker) == off.sent and sum(to_worker) + sum(here) == 40
     assert max(to_worker) > 1 and max(to_worker + here) <= pipeline.PARSE_BATCH, to_worker
     assert all(n >= pipeline.PARSE_MIN_HERE for n in here), here
