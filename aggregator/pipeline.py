@@ -430,7 +430,8 @@ async def run_round(
     runs, in order, on one writer thread, so that the database's work (SQLite's, which releases
     the GIL, or PostgreSQL's, on another core) overlaps with the next feed's parsing. At most
     ``WRITE_BACKLOG`` parsed feeds wait for the writer. With ``offload``, parsing and writing
-    happen in its processes instead, and the writer thread only claims."""
+    happen in its processes, and in batches of this process's own while they are behind (parsed
+    on a parser thread, then written on the writer thread)."""
     # (imported here: httpx's import, 0.15-0.22 s here, is for the process that fetches; the
     # workers import this module and never fetch)
     from .fetch import fetch_feed, make_client
@@ -481,14 +482,14 @@ async def run_round(
         # the workers need a queue deep enough to stay busy; the bodies in it are bounded by
         # ``buffered``, released as each is written
         backlog = 2 * settings.fetch.concurrency if offload is not None else WRITE_BACKLOG
-        # Fetched feeds to parse wait in ``parsing`` for a worker's task or one on this process's
-        # writer thread; ``dispatch`` hands them out, up to PARSE_BATCH per task (a task's feeds
+        # Fetched feeds to parse wait in ``parsing`` for a worker's task or one of this
+        # process's; ``dispatch`` hands them out, up to PARSE_BATCH per task (a task's feeds
         # are written in one transaction, see write_many). A worker gets a task while fewer
         # than ``ahead`` of its tasks are not done (one at work, one waiting for it), so a
         # worker that keeps up gets each feed at once, and one that is behind gets several.
         # While the workers are behind, this process, idle but for fetching, parses and
-        # writes a batch itself (on the writer thread, one task at a time), so both cores
-        # work while it fetches.
+        # writes a batch itself (one at a time: parsed on the parser thread, then written on the
+        # writer thread), so both cores work while it fetches.
         parsing: deque[tuple[FetchResult, datetime]] = deque()
         queued: deque[Future] = deque()  # the workers' tasks (their pool's futures, done as
         # soon as a worker is, not when this loop gets to them)
@@ -537,7 +538,7 @@ async def run_round(
             return loop.run_in_executor(writer, write_result, store, prepared, now, settings)
 
         def submit(fetch: FetchResult) -> asyncio.Future | None:
-            """Parse and write ``fetch``: in an offload process, or here (the writer thread).
+            """Parse and write ``fetch``: in an offload process, or here.
             A future of its result, or of a batch's results; None while it waits in a batch."""
             parse = fetch.outcome is Outcome.OK and fetch.body is not None
             if offload is not None and parse:
@@ -569,7 +570,7 @@ async def run_round(
 
         def send_parsing(to_worker) -> asyncio.Future:
             """Up to PARSE_BATCH feeds of ``parsing`` in one task: ``to_worker``'s (Offload's
-            ``process``), else, or if the workers are gone, on the writer thread. Each feed
+            ``process``), else, or if the workers are gone, here (``in_process_batch``). Each feed
             holds its ``buffered`` slot until written."""
             batch = [parsing.popleft() for _ in range(min(PARSE_BATCH, len(parsing)))]
             sent = to_worker(batch) if to_worker is not None else None
