@@ -321,17 +321,23 @@ def test_a_dumped_and_loaded_clusterer_goes_on_exactly_as_the_original():
 
 
 def _cached_core_weights_match_the_core(c: Clusterer) -> int:
-    """Every story's cached core weights go with its core dict, token for token in its order,
-    and those of this idf epoch are what the core gives now; how many were checked."""
+    """Every story's cached core weights go with its core, token for token in its order, and
+    those of this idf epoch are what the core gives now; how many were checked. A core that
+    is a tuple (a one-member story's) gives its tokens their weight in that member: 1 for the
+    first ``n_title`` (the title's), summary_weight for the rest."""
     checked = 0
     for story in c.stories.values():
         cw = story.core_weights
         if cw is None:
             continue
         epoch, weights, total = cw
-        assert story.core is not None and len(weights) == len(story.core), story
+        core = story.core
+        assert core is not None and len(weights) == len(core), story
+        if type(core) is tuple:
+            shares = [1.0 if i < story.n_title else c.s.summary_weight for i in range(len(core))]
+            core = dict(zip(core, shares, strict=True))
         if epoch == c._epoch:  # (the idf memo is cleared at each epoch)
-            assert list(weights) == [c.idf(tok) * share for tok, share in story.core.items()]
+            assert list(weights) == [c.idf(tok) * share for tok, share in core.items()]
             assert total == sum(weights)
             checked += 1
     return checked
@@ -449,3 +455,53 @@ def test_shares_two(a, b, two):
     from aggregator.dedup.cluster import _shares_two
 
     assert _shares_two(a, b) is two and _shares_two(b, a) is two
+
+
+def test_a_one_member_story_keeps_its_tokens_as_a_tuple_until_a_second_joins():
+    """Most stories in a window have one member: theirs are its tokens as a tuple, the title's
+    first, with no dict beside them (a dict took 2.5x the memory), shared as the story's core
+    and through a dump. A second member turns them into the dict of summed weights."""
+    import io
+
+    settings = ClusterSettings()
+    c = Clusterer(settings)
+    a = item(
+        1, "Volcano erupts near Reykjavik airport", T0, summary="Flights grounded as ash spreads"
+    )
+    first = c.add(a)
+    story = c.stories[first.story_id]
+    fa = features(a.title, a.summary, settings.summary_tokens, settings.summary_weight)
+    assert story.tokens is None and story.single == tuple(fa.weights)
+    assert story.n_title == sum(1 for w in fa.weights.values() if w == 1.0) > 0
+    assert c._token_dict(story) == fa.weights
+    assert c._core(story) is story.single  # (summary_weight >= core_share: all of it)
+
+    buf = io.BytesIO()
+    c.dump(buf)
+    buf.seek(0)
+    loaded = Clusterer.load(buf, settings).stories[first.story_id]
+    assert loaded.tokens is None and loaded.single == story.single
+    assert loaded.n_title == story.n_title and loaded.core is loaded.single
+
+    b = item(2, "Reykjavik airport shut as volcano erupts", T0, summary="Ash cloud grounds flights")
+    second = c.add(b)
+    assert second.story_id == first.story_id and story.n == 2
+    fb = features(b.title, b.summary, settings.summary_tokens, settings.summary_weight)
+    summed = dict(fa.weights)
+    for tok, w in fb.weights.items():
+        summed[tok] = summed.get(tok, 0.0) + w
+    assert story.single is None and story.tokens == summed
+
+
+def test_a_one_member_story_whose_summary_is_below_the_core_share_has_its_title_as_core():
+    settings = ClusterSettings(summary_weight=0.2, core_share=0.25)
+    c = Clusterer(settings)
+    a = item(
+        1, "Volcano erupts near Reykjavik airport", T0, summary="Flights grounded as ash spreads"
+    )
+    story = c.stories[c.add(a).story_id]
+    core = c._core(story)
+    assert core == story.single[: story.n_title] and len(core) < len(story.single)
+    (tokens, weights), total = c._core_weights(story)
+    assert tokens is core and list(weights) == [c.idf(tok) for tok in core]
+    assert total == sum(weights)

@@ -8,12 +8,18 @@ cimport cython
 cpdef bint _shares_two(dict a, dict b)
 
 
+@cython.locals(found=bint)
+cpdef bint _shares_two_of(tuple seq, dict b)
+
+
 cdef class StoryState:
     cdef public object id
     cdef public double first
     cdef public double last
     cdef public Py_ssize_t n
     cdef public dict tokens
+    cdef public tuple single
+    cdef public Py_ssize_t n_title
     cdef public object years
     cdef public object decimals
     cdef public str title_key
@@ -61,14 +67,19 @@ cdef class Clusterer:
     cpdef bint _active(self, StoryState st, double t)
 
     @cython.locals(n=Py_ssize_t, cut=double)
-    cpdef dict _core(self, StoryState st)
+    cpdef object _core(self, StoryState st)
+
+    cpdef dict _token_dict(self, StoryState st)
+
+    @cython.locals(i=Py_ssize_t, other=str)
+    cpdef double _single_weight(self, StoryState st, str tok)
 
     cpdef _after_growth(self, StoryState st, double t)
 
     @cython.locals(total=double, kappa=double, w=double, share=double, a=double, b=double,
                    to=double, score=double, gap_h=double, best_score=double,
                    max_post=Py_ssize_t, n=Py_ssize_t, o=StoryState, sf=dict, stamp=Py_ssize_t,
-                   touched=list)
+                   touched=list, single_full=bint, oc=double, otok=dict, tokens=dict)
     cpdef tuple _best_merge(self, StoryState st, double t)
 
     @cython.locals(total=double, w=double, unseen=double, fw=double)
@@ -77,15 +88,16 @@ cdef class Clusterer:
     @cython.locals(total=double, kappa=double, skipped=double, w=double, share=double, a=double,
                    bound=double, floor=double, exact=double, best_score=double, score=double,
                    lookups=Py_ssize_t, max_post=Py_ssize_t, max_lookups=Py_ssize_t, st=StoryState, n=Py_ssize_t,
-                   c=double, single_full=bint, stamp=Py_ssize_t, touched=list)
+                   c=double, single_full=bint, stamp=Py_ssize_t, touched=list, tokens=dict)
     cpdef tuple _best_story(self, f, double t)
 
     @cython.locals(core_hit=double, core=double, score=double, ratio=double, gap_h=double,
                    core_w=double, w=double)
     cpdef tuple _verify(self, StoryState st, f, dict weights, double coverage, double t)
 
-    @cython.locals(total=double, w=double, share=double)
+    @cython.locals(total=double, w=double, share=double, n_title=Py_ssize_t, sw=double,
+                   i=Py_ssize_t)
     cpdef tuple _core_weights(self, StoryState st)
 
-    @cython.locals(df=dict, sf=dict, postings=dict, tokens=dict, fresh=bint)
+    @cython.locals(df=dict, sf=dict, postings=dict, tokens=dict, fresh=bint, n_title=Py_ssize_t)
     cpdef _join(self, StoryState st, item, f, double t)
