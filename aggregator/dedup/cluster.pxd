@@ -71,7 +71,7 @@ cdef class Clusterer:
 
     cpdef dict _token_dict(self, StoryState st)
 
-    @cython.locals(i=Py_ssize_t, other=str)
+    @cython.locals(i=Py_ssize_t, single=tuple)
     cpdef double _single_weight(self, StoryState st, str tok)
 
     cpdef _after_growth(self, StoryState st, double t)
@@ -88,7 +88,9 @@ cdef class Clusterer:
     @cython.locals(total=double, kappa=double, skipped=double, w=double, share=double, a=double,
                    bound=double, floor=double, exact=double, best_score=double, score=double,
                    lookups=Py_ssize_t, max_post=Py_ssize_t, max_lookups=Py_ssize_t, st=StoryState, n=Py_ssize_t,
-                   c=double, single_full=bint, stamp=Py_ssize_t, touched=list, tokens=dict)
+                   c=double, single_full=bint, stamp=Py_ssize_t, touched=list, tokens=dict,
+                   single=tuple, n_title=Py_ssize_t, i=Py_ssize_t, looked=set,
+                   weights=dict)
     cpdef tuple _best_story(self, f, double t)
 
     @cython.locals(core_hit=double, core=double, score=double, ratio=double, gap_h=double,

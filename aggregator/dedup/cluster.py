@@ -524,8 +524,9 @@ class Clusterer:
 
     def _single_weight(self, st: StoryState, tok: str) -> float:
         """A one-member story's weight for ``tok`` (0 without it)."""
-        for i, other in enumerate(st.single):
-            if other == tok:
+        single = st.single
+        for i in range(len(single)):
+            if single[i] == tok:
                 return 1.0 if i < st.n_title else self.s.summary_weight
         return 0.0
 
@@ -595,6 +596,7 @@ class Clusterer:
         touched: list[StoryState] = []  # the stories with weight in this pass, in order
         skipped = 0.0  # weight of tokens not looked up: counted in the bound below
         not_looked_up: list[tuple[str, float]] = []
+        looked: set[str] = set()  # the tokens whose postings were read
         lookups = 0
         sf, postings = self.sf, self.postings
         single_full = self._single_full
@@ -612,6 +614,7 @@ class Clusterer:
                 not_looked_up.append((tok, w))
                 continue
             lookups += 1
+            looked.add(tok)
             for st in posting:
                 if st.evicted:
                     continue
@@ -628,7 +631,6 @@ class Clusterer:
         if not touched:
             return None, 0.0, ""
         best, best_score, best_why = None, 0.0, None
-        skipped_at = None  # token -> its place in not_looked_up, once a one-member story needs it
         # score <= sqrt(coverage) (core <= 1, penalties only lower it), and coverage is at most
         # (accumulated + skipped) / total: visit candidates by accumulated weight and stop once
         # none can reach the threshold or beat the best so far.
@@ -644,19 +646,17 @@ class Clusterer:
                 continue
             if skipped:  # add what the tokens not looked up contribute
                 tokens, n = st.tokens, st.n
-                if tokens is None:  # one member: find its tokens among those skipped, then
-                    # add them in the same order as below (the same sum, to the last bit)
-                    if skipped_at is None:
-                        skipped_at = {tok: j for j, (tok, _) in enumerate(not_looked_up)}
-                    hits = []
-                    for i, tok in enumerate(st.single):
-                        j = skipped_at.get(tok)
-                        if j is not None:
-                            hits.append((j, i))
-                    hits.sort()
-                    for j, i in hits:
-                        w = not_looked_up[j][1]
-                        share = kappa * (1.0 if i < st.n_title else self.s.summary_weight)
+                if tokens is None:  # one member: its tokens the entry has, but for those
+                    # looked up (an active story's token the entry has was either looked up or
+                    # skipped), in the story's order
+                    single, n_title = st.single, st.n_title
+                    for i in range(len(single)):
+                        tok = single[i]
+                        fw = weights.get(tok)
+                        if fw is None or tok in looked:
+                            continue
+                        w = fw
+                        share = kappa * (1.0 if i < n_title else self.s.summary_weight)
                         a += w if share >= 1.0 else w * share
                 else:
                     for tok, w in not_looked_up:
@@ -713,7 +713,8 @@ class Clusterer:
             total = 0.0
             if type(core) is tuple:
                 n_title, sw = st.n_title, self.s.summary_weight
-                for i, tok in enumerate(core):
+                for i in range(len(core)):
+                    tok = core[i]
                     v = memo.get(tok)
                     w = (v if v is not None else self.idf(tok)) * (1.0 if i < n_title else sw)
                     weighted.append(w)
@@ -925,8 +926,14 @@ class Clusterer:
         if rebuild:  # tokens rare again: index them again, in one pass over the stories
             for tok in rebuild:
                 postings[tok], stale[tok] = [], 0
+            again = set(rebuild)
             for st in self.stories.values():
-                tokens = st.tokens if st.tokens is not None else st.single
+                tokens = st.tokens
+                if tokens is None:  # (a tuple: look its tokens up, not through it)
+                    for tok in st.single:
+                        if tok in again:
+                            postings[tok].append(st)
+                    continue
                 for tok in rebuild:
                     if tok in tokens:
                         postings[tok].append(st)
