@@ -452,9 +452,11 @@ def test_one_member_stories_scored_without_looking_up_their_tokens_score_the_sam
     ],
 )
 def test_shares_two(a, b, two):
-    from aggregator.dedup.cluster import _shares_two
+    from aggregator.dedup.cluster import _shares_two, _shares_two_of
 
     assert _shares_two(a, b) is two and _shares_two(b, a) is two
+    # a one-member story's tokens are a tuple: the same answer
+    assert _shares_two_of(tuple(a), b) is two and _shares_two_of(tuple(b), a) is two
 
 
 def test_a_one_member_story_keeps_its_tokens_as_a_tuple_until_a_second_joins():

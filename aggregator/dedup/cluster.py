@@ -80,7 +80,9 @@ def _shares_two(a: dict, b: dict) -> bool:
 
 
 def _shares_two_of(seq: tuple, b: dict) -> bool:
-    """``_shares_two`` for a one-member story's tokens (a tuple)."""
+    """``_shares_two`` for a one-member story's tokens (a tuple). A copy typed for tuples:
+    one untyped function for both (iterating either through the generic protocol) took 0.5%
+    more instructions to place 10,000 of the bench's entries."""
     found = False
     for key in seq:
         if key in b:
