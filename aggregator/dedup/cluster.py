@@ -811,9 +811,7 @@ class Clusterer:
                     o.acc += w if share >= 1.0 else w * share
         best, best_score = None, 0.0
         blocked = self.blocked
-        tokens, n = st.tokens, st.n
-        if tokens is None:  # (a story that just grew has a dict; this is for any caller)
-            tokens = self._token_dict(st)
+        tokens, n = st.tokens, st.n  # (a dict: ``st`` has just grown, see _after_growth)
         for o in _top(touched, 5):
             a = o.acc
             if not self._active(o, t) or (blocked and frozenset((st.id, o.id)) in blocked):
@@ -845,8 +843,8 @@ class Clusterer:
         # the long list of a common token costs more than the whole scoring of an entry)
         gone.evicted = True
         sf, stale, postings = self.sf, self._stale, self.postings
-        if keep.tokens is None:
-            keep.tokens, keep.single = self._token_dict(keep), None
+        # (``keep`` is the larger of a story that has just grown and another: it has a dict;
+        # ``gone`` may have one member)
         gone_tokens = gone.tokens if gone.tokens is not None else self._token_dict(gone)
         for tok, c in gone_tokens.items():
             stale[tok] = stale.get(tok, 0) + 1
