@@ -293,7 +293,7 @@ class Clusterer:
         self.next_id = first_story_id
         self._window = self.s.window_hours * 3600.0
         self._adds = 0
-        self._horizon = -math.inf  # latest entry time seen, for eviction
+        self._horizon = -float("inf")  # latest entry time seen, for eviction
         self._idf: dict[str, float] = {}
         self._n_log = 2.0
         self._docs_log = 2.0
@@ -330,7 +330,7 @@ class Clusterer:
         if best is not None and score >= self.s.threshold:
             self._join(best, item, f, t)
             sid = self._after_growth(best, t)
-            return Assignment(item.entry_id, sid, score, str(why))
+            return Assignment(item.entry_id, sid, score, str(Why(*why)))
         st = self._story(None, t)
         self._join(st, item, f, t)
         return Assignment(item.entry_id, st.id, 1.0, "new")
@@ -373,7 +373,7 @@ class Clusterer:
     def _dump(self, f, chunk: int) -> None:
         dump = functools.partial(pickle.dump, file=f, protocol=pickle.HIGHEST_PROTOCOL)
         df, sf, idf = self.df, self.sf, self._idf
-        nan = math.nan
+        nan = float("nan")
         head = {name: getattr(self, name) for name in self._SCALARS}
         head.update(
             tokens="\n".join(df),  # tokens are words: no newline in them
@@ -491,8 +491,10 @@ class Clusterer:
         statistics move less per entry than a small one's."""
         v = self._idf.get(token)
         if v is None:
-            isf = math.log(self._n_log / (self.sf.get(token, 0) + 1))
-            ief = math.log(self._docs_log / (self.df.get(token, 0) + 1))
+            in_stories = self.sf.get(token, 0)
+            in_entries = self.df.get(token, 0)
+            isf = math.log(self._n_log / (in_stories + 1))
+            ief = math.log(self._docs_log / (in_entries + 1))
             v = self._idf[token] = min(isf, ief)
         return v
 
@@ -504,7 +506,8 @@ class Clusterer:
         memo = self._idf
         for tok, fw in f.weights.items():
             v = memo.get(tok)
-            w = fw * (v if v is not None else self.idf(tok))
+            iw = v if v is not None else self.idf(tok)  # (a C double in the compiled build)
+            w = fw * iw
             weights[tok] = w
             total += w if tok in df else w * unseen  # df holds no zero counts
         return weights, total
@@ -587,10 +590,12 @@ class Clusterer:
     def _active(self, st: StoryState, t: float) -> bool:
         return st.last >= t - self._window and st.first <= t + self._window
 
-    def _best_story(self, f: Features, t: float) -> tuple[StoryState | None, float, str]:
+    def _best_story(self, f: Features, t: float) -> tuple[StoryState | None, float, tuple]:
+        """The best candidate story for an entry, its score and the signals behind it (``Why``'s
+        fields: made into one only for a story the entry joins, most have none)."""
         weights, total = self._weights(f)
         if total <= 0:
-            return None, 0.0, ""
+            return None, 0.0, ()
         max_post, max_lookups = self.s.max_postings, self.s.lookup_tokens
         kappa = self.s.kappa
         self._stamp += 1
@@ -631,8 +636,8 @@ class Clusterer:
                 share = kappa * c / st.n
                 st.acc += w if share >= 1.0 else w * share
         if not touched:
-            return None, 0.0, ""
-        best, best_score, best_why = None, 0.0, None
+            return None, 0.0, ()
+        best, best_score, best_why = None, 0.0, ()
         # score <= sqrt(coverage) (core <= 1, penalties only lower it), and coverage is at most
         # (accumulated + skipped) / total: visit candidates by accumulated weight and stop once
         # none can reach the threshold or beat the best so far.
@@ -674,7 +679,7 @@ class Clusterer:
             score, why = self._verify(st, f, weights, a / total, t)
             if score > best_score:
                 best, best_score, best_why = st, score, why
-        return best, best_score, (Why(*best_why) if best_why else "")
+        return best, best_score, best_why
 
     def _core(self, st: StoryState) -> dict[str, float] | tuple[str, ...]:
         """Tokens in at least ``core_share`` of the story's members, with their share (capped
@@ -711,22 +716,30 @@ class Clusterer:
         if cw is None or cw[0] <= self._epoch - 8 or st.n >= st.core_n * 1.25 + 1:
             core = self._core(st)
             memo = self._idf
-            weighted = array("d")
+            n = len(core)
+            # zeros, then each set in place (the compiled build writes the doubles through a
+            # view: an array made from a list of floats parsed each of them as an argument)
+            weighted = array("d", bytes(8 * n))
+            view = weighted
             total = 0.0
             if type(core) is tuple:
                 n_title, sw = st.n_title, self.s.summary_weight
-                for i in range(len(core)):
+                for i in range(n):
                     tok = core[i]
                     v = memo.get(tok)
-                    w = (v if v is not None else self.idf(tok)) * (1.0 if i < n_title else sw)
-                    weighted.append(w)
+                    iw = v if v is not None else self.idf(tok)
+                    w = iw * (1.0 if i < n_title else sw)
+                    view[i] = w
                     total += w
             else:
+                i = 0
                 for tok, share in core.items():
                     v = memo.get(tok)
-                    w = (v if v is not None else self.idf(tok)) * share
-                    weighted.append(w)
+                    iw = v if v is not None else self.idf(tok)
+                    w = iw * share
+                    view[i] = w
                     total += w
+                    i += 1  # noqa: SIM113
             cw = st.core_weights = (self._epoch, weighted, total)
         return (st.core, cw[1]), cw[2]
 
@@ -736,9 +749,10 @@ class Clusterer:
         s = self.s
         (core_tokens, core_weights), core_w = self._core_weights(st)
         core_hit = 0.0
-        for tok, w in zip(core_tokens, core_weights, strict=True):
+        cw = core_weights  # (the compiled build reads the array's doubles in place)
+        for i, tok in enumerate(core_tokens):
             if tok in weights:
-                core_hit += w
+                core_hit += cw[i]
         core = core_hit / core_w if core_w else 0.0
         score = math.sqrt(coverage * core)
         # one shared word between two short texts is weak evidence: a young story needs at
