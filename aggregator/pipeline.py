@@ -283,6 +283,7 @@ class Offload:
         # cluster again: see update)
         self.cluster_there = False
         self.cluster_pool = None
+        self.indexing: Future | None = None  # the round's full-text index, in a worker
 
     @classmethod
     def for_round(cls, store: Store, settings: Settings, feeds: int) -> Offload | None:
@@ -345,7 +346,8 @@ class Offload:
         """Start the round's full-text indexing in a worker (it overlaps with the clustering
         stage); a future, or None when the workers are gone or were never needed (nothing
         was parsed: the round's process looks for what is left to index, quickly)."""
-        return self._submit(_worker_index) if self.sent else None
+        self.indexing = self._submit(_worker_index) if self.sent else None
+        return self.indexing
 
     def apply_clustering(
         self, rows: list, merged: list, now: datetime, generation: int | None
@@ -359,7 +361,14 @@ class Offload:
     ) -> Future | None:
         """Read the clustering stage's next batch in a worker, with its entries' features
         (ClusteringStage's ``prefetch``): computed there while this process places the batch
-        before it. None when the workers are gone."""
+        before it. None when the workers are gone, and while they build the round's full-text
+        index: the batch would wait behind it, and the stage's writes behind the batch, so the
+        stage reads that batch itself. (The worker indexes, prefetches and writes; the stage's
+        process places. In the bench's 1000-feed cold round, batches asked of the worker
+        during the index came late and were read here anyway, after PREFETCH_WAIT_S; the
+        worker then computed them for nothing, with the writes waiting.)"""
+        if self.indexing is not None and not self.indexing.done():
+            return None
         return self._submit(_worker_prefetch, limit, after, summary_tokens, summary_weight)
 
     def _submit(self, fn, *args) -> Future | None:

@@ -211,6 +211,38 @@ def test_with_a_prefetch_the_first_batch_is_a_short_one(db_target, offload, monk
     store.close()
 
 
+def test_while_the_worker_builds_the_index_the_stage_reads_its_batches_itself(
+    db_target, offload, monkeypatch
+):
+    """A batch asked of the worker while it builds the round's full-text index would wait
+    behind the index: the stage reads it here instead, and asks the worker again once the
+    index is built."""
+    from concurrent.futures import Future
+
+    from aggregator import clustering
+
+    monkeypatch.setattr(clustering, "PREFETCH_WAIT_S", 60.0)
+    store = fill(db_target)
+    reads, answers = _count_reads(store, monkeypatch), []
+    offload.sent = 1  # (a round that parsed feeds: it has an index to build)
+    offload.indexing = Future()  # the index, being built
+
+    def prefetch(limit, after, tokens, weight):
+        fut = offload.prefetch(limit, after, tokens, weight)
+        answers.append(fut)
+        if len(answers) == 7:  # the index is built now: the worker reads the rest
+            offload.indexing.set_result(True)
+        return fut
+
+    summary = ClusteringStage().run(store, NOW, batch=7, prefetch=prefetch)
+    assert len(answers) == 14
+    assert answers[:7] == [None] * 7 and None not in answers[7:]
+    assert len(reads) == 8  # the first batch and the 7 asked during the index
+    assert summary.entries == EVENTS * OUTLETS
+    assert store.unclustered() == [] and stories(store) == expected()
+    store.close()
+
+
 def test_a_batch_the_worker_cannot_give_is_read_here(db_target, monkeypatch):
     """A prefetch that cannot be made (None: the workers are gone), that fails (its worker
     died, its read failed) or that does not come in time costs nothing: the stage reads that
