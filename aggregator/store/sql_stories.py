@@ -119,7 +119,9 @@ class StoryStoreMixin:
                 raise ClusterConflictError(
                     f"stories changed meanwhile (generation {current}, expected {generation})"
                 )
-            rows = [(sid, score, reason, eid) for eid, sid, score, reason in assignments]
+            # by entry id (clustering order is by time: the updates hopped between pages; 8%
+            # less time writing the bench's 50,500 assignments 10,000 at a time)
+            rows = [(sid, score, reason, eid) for eid, sid, score, reason in sorted(assignments)]
             touched.update(r[0] for r in rows)
             self._assign(db, rows, touched, now_ts)
             for gone, keep in merges:
