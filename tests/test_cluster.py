@@ -272,6 +272,24 @@ def test_a_token_too_common_to_look_up_leaves_the_index_and_comes_back_when_rare
     assert again.story_id == first.story_id
 
 
+def test_a_token_s_record_outlives_its_stories_only_while_its_idf_is_memoized():
+    """A token whose last story leaves the window keeps its record (counts zero) while the idf
+    memoized for it this epoch may still be read; the next epoch drops it. So does a token
+    only looked up (``pair_score``), whose entry never joined a story."""
+    c = Clusterer(ClusterSettings(window_hours=1))
+    c.add(item(1, "Zanzibar ferry capsizes near Stone Town harbour", T0))
+    memo = c.stats["zanzibar"].idf
+    c.evict((T0 + timedelta(hours=3)).timestamp())
+    kept = c.stats["zanzibar"]
+    assert (kept.df, kept.sf, kept.idf) == (0, 0, memo) and kept.epoch == c._epoch
+    assert "zanzibar" not in c.sf and "zanzibar" not in c.df and "zanzibar" not in c.postings
+    c.pair_score(item(2, "Quokka census", T0), item(3, "Quokka census results", T0))
+    assert "quokka" in c.stats
+    c.add(item(4, "Unrelated budget vote in parliament", T0 + timedelta(hours=3)))  # an epoch
+    assert "zanzibar" not in c.stats and "quokka" not in c.stats
+    assert c.stats["budget"].df == 1  # (a token of a story in the window stays)
+
+
 def synthetic_stream(n: int, seed: int = 7) -> list[Item]:
     """Entries about a few hundred made-up events over five days: shared words, summaries,
     years and figures, repeated links; enough to merge stories, evict them and cap the index."""
@@ -315,6 +333,13 @@ def test_a_dumped_and_loaded_clusterer_goes_on_exactly_as_the_original():
     assert {t: [s.id for s in p] for t, p in loaded.postings.items()} == {
         t: [s.id for s in p if not s.evicted] for t, p in original.postings.items()
     }
+    epoch = original._epoch  # token statistics, and the idf memoized in this epoch
+
+    def stats(c):
+        return {t: (r.df, r.sf, r.idf if r.epoch == epoch else None) for t, r in c.stats.items()}
+
+    assert loaded._epoch == epoch and stats(loaded) == stats(original)
+    assert loaded._idle == original._idle
     # the rest of the stream: same assignments, scores and reasons, one by one
     assert loaded.add_many(items[half:]) == original.add_many(items[half:])
     assert loaded.stories.keys() == original.stories.keys()

@@ -39,13 +39,19 @@ cdef class StoryState:
 cpdef list _top(list touched, Py_ssize_t k)
 
 
+cdef class TokenStats:
+    cdef public Py_ssize_t df
+    cdef public Py_ssize_t sf
+    cdef public double idf
+    cdef public Py_ssize_t epoch
+
+
 cdef class Clusterer:
     cdef public object s
     cdef public dict stories
     cdef public dict postings
     cdef public Py_ssize_t _index_cap
-    cdef public dict df
-    cdef public dict sf
+    cdef public dict stats
     cdef public dict _stale
     cdef public dict url_story
     cdef public dict merged_into
@@ -54,7 +60,7 @@ cdef class Clusterer:
     cdef public double _window
     cdef public Py_ssize_t _adds
     cdef public double _horizon
-    cdef public dict _idf
+    cdef public list _idle
     cdef public double _n_log
     cdef public double _docs_log
     cdef public Py_ssize_t docs
@@ -64,8 +70,11 @@ cdef class Clusterer:
     cdef public bint _single_full
     cdef public Py_ssize_t _stamp
 
-    @cython.locals(isf=double, ief=double, in_stories=Py_ssize_t, in_entries=Py_ssize_t)
+    @cython.locals(r=TokenStats)
     cpdef double idf(self, str token)
+
+    @cython.locals(isf=double, ief=double)
+    cpdef double _idf(self, TokenStats r)
 
     cpdef bint _active(self, StoryState st, double t)
 
@@ -81,11 +90,13 @@ cdef class Clusterer:
 
     @cython.locals(total=double, kappa=double, w=double, share=double, a=double, b=double,
                    to=double, score=double, gap_h=double, best_score=double,
-                   max_post=Py_ssize_t, n=Py_ssize_t, o=StoryState, sf=dict, stamp=Py_ssize_t,
-                   touched=list, single_full=bint, oc=double, otok=dict, tokens=dict)
+                   max_post=Py_ssize_t, n=Py_ssize_t, o=StoryState, stats=dict, stamp=Py_ssize_t,
+                   touched=list, single_full=bint, oc=double, otok=dict, tokens=dict,
+                   r=TokenStats)
     cpdef tuple _best_merge(self, StoryState st, double t)
 
-    @cython.locals(total=double, w=double, unseen=double, fw=double, iw=double)
+    @cython.locals(total=double, w=double, unseen=double, fw=double, iw=double, stats=dict,
+                   r=TokenStats, epoch=Py_ssize_t)
     cpdef tuple _weights(self, f)
 
     @cython.locals(total=double, kappa=double, skipped=double, w=double, share=double, a=double,
@@ -93,7 +104,7 @@ cdef class Clusterer:
                    lookups=Py_ssize_t, max_post=Py_ssize_t, max_lookups=Py_ssize_t, st=StoryState, n=Py_ssize_t,
                    c=double, single_full=bint, stamp=Py_ssize_t, touched=list, tokens=dict,
                    single=tuple, n_title=Py_ssize_t, i=Py_ssize_t, looked=set,
-                   weights=dict)
+                   weights=dict, stats=dict, r=TokenStats, live=Py_ssize_t)
     cpdef tuple _best_story(self, f, double t)
 
     @cython.locals(core_hit=double, core=double, score=double, ratio=double, gap_h=double,
@@ -101,8 +112,10 @@ cdef class Clusterer:
     cpdef tuple _verify(self, StoryState st, f, dict weights, double coverage, double t)
 
     @cython.locals(total=double, w=double, share=double, n_title=Py_ssize_t, sw=double,
-                   i=Py_ssize_t, n=Py_ssize_t, view="double[:]", iw=double)
+                   i=Py_ssize_t, n=Py_ssize_t, view="double[:]", iw=double, stats=dict,
+                   r=TokenStats, epoch=Py_ssize_t)
     cpdef tuple _core_weights(self, StoryState st)
 
-    @cython.locals(df=dict, sf=dict, postings=dict, tokens=dict, fresh=bint, n_title=Py_ssize_t)
+    @cython.locals(stats=dict, postings=dict, tokens=dict, fresh=bint, n_title=Py_ssize_t,
+                   r=TokenStats, live=Py_ssize_t)
     cpdef _join(self, StoryState st, item, f, double t)

@@ -274,6 +274,22 @@ _FLOATS: dict[float, float] = {}  # shared float objects for unpickled weights
 _ONE = 1.0  # (one float object for every title token's weight in _token_dict)
 
 
+class TokenStats:
+    """A token's statistics, in one record (one lookup for all of them: as three dicts they
+    were three lookups, and writes, for each token of each entry): the entries in the window
+    with it (``df``), the active stories with it (``sf``), and its idf as memoized in epoch
+    ``epoch`` (valid while that is the clusterer's). A record whose counts are zero holds only
+    a memoized idf (of a token no entry in the window has, or had when it was computed)."""
+
+    __slots__ = ("df", "epoch", "idf", "sf")
+
+    def __init__(self, df: int = 0, sf: int = 0, idf: float = 0.0, epoch: int = -1):
+        self.df = df
+        self.sf = sf
+        self.idf = idf
+        self.epoch = epoch
+
+
 class Clusterer:
     def __init__(self, settings: ClusterSettings | None = None, first_story_id: int = 1):
         self.s = settings or ClusterSettings()
@@ -284,8 +300,7 @@ class Clusterer:
         self.postings: dict[str, list[StoryState]] = {}
         self._index_cap = 4 * self.s.max_postings
         # (plain dicts, not defaultdicts: the compiled build reads and writes them directly)
-        self.df: dict[str, int] = {}  # entries (in the window) with the token
-        self.sf: dict[str, int] = {}  # active stories with the token
+        self.stats: dict[str, TokenStats] = {}  # df, sf and the idf memo of each token
         self._stale: dict[str, int] = {}  # evicted stories still in a posting list
         self.url_story: dict[str, int] = {}
         self.merged_into: dict[int, int] = {}  # absorbed story -> surviving story
@@ -294,7 +309,7 @@ class Clusterer:
         self._window = self.s.window_hours * 3600.0
         self._adds = 0
         self._horizon = -float("inf")  # latest entry time seen, for eviction
-        self._idf: dict[str, float] = {}
+        self._idle: list[str] = []  # tokens whose record was kept for its memo only
         self._n_log = 2.0
         self._docs_log = 2.0
         self.docs = 0  # entries seen
@@ -372,17 +387,15 @@ class Clusterer:
 
     def _dump(self, f, chunk: int) -> None:
         dump = functools.partial(pickle.dump, file=f, protocol=pickle.HIGHEST_PROTOCOL)
-        df, sf, idf = self.df, self.sf, self._idf
+        stats, epoch = self.stats, self._epoch
         nan = float("nan")
         head = {name: getattr(self, name) for name in self._SCALARS}
         head.update(
-            tokens="\n".join(df),  # tokens are words: no newline in them
-            df=array("q", df.values()),
-            sf=array("q", [sf.get(tok, -1) for tok in df]),
-            idf=array("d", [idf.get(tok, nan) for tok in df]),
-            # (sf and the idf memo may name a token df no longer has)
-            sf_more={tok: c for tok, c in sf.items() if tok not in df},
-            idf_more={tok: v for tok, v in idf.items() if tok not in df},
+            tokens="\n".join(stats),  # tokens are words: no newline in them
+            df=array("q", [r.df for r in stats.values()]),
+            sf=array("q", [r.sf for r in stats.values()]),
+            idf=array("d", [r.idf if r.epoch == epoch else nan for r in stats.values()]),
+            idle=self._idle,
             blocked=self.blocked,
             merged_into=self.merged_into,
             stories=len(self.stories),
@@ -416,11 +429,12 @@ class Clusterer:
         tokens = list(map(sys.intern, head["tokens"].split("\n"))) if head["tokens"] else []
         if not len(tokens) == len(head["df"]) == len(head["sf"]) == len(head["idf"]):
             raise ValueError("the snapshot's token statistics do not add up")
-        c.df.update(zip(tokens, head["df"], strict=True))
-        c.sf.update((tok, n) for tok, n in zip(tokens, head["sf"], strict=True) if n >= 0)
-        c.sf.update(head["sf_more"])
-        c._idf = {tok: v for tok, v in zip(tokens, head["idf"], strict=True) if v == v}
-        c._idf.update(head["idf_more"])
+        epoch = c._epoch
+        c.stats = {
+            tok: TokenStats(df, sf, v, epoch) if v == v else TokenStats(df, sf)
+            for tok, df, sf, v in zip(tokens, head["df"], head["sf"], head["idf"], strict=True)
+        }
+        c._idle = head["idle"]
         c.blocked, c.merged_into = head["blocked"], head["merged_into"]
         stories = c.stories
         while len(stories) < head["stories"]:
@@ -489,27 +503,35 @@ class Clusterer:
         for an epoch of ``IDF_EPOCH`` adds, or 1/``EPOCH_SHARE`` of the active stories when
         that is more: one entry moves these statistics very little, and a big window's
         statistics move less per entry than a small one's."""
-        v = self._idf.get(token)
-        if v is None:
-            in_stories = self.sf.get(token, 0)
-            in_entries = self.df.get(token, 0)
-            isf = math.log(self._n_log / (in_stories + 1))
-            ief = math.log(self._docs_log / (in_entries + 1))
-            v = self._idf[token] = min(isf, ief)
-        return v
+        r = self.stats.get(token)
+        if r is None:
+            r = self.stats[token] = TokenStats()
+            self._idle.append(token)
+        return self._idf(r)
+
+    def _idf(self, r: TokenStats) -> float:
+        """``idf`` of the token whose record is ``r``."""
+        if r.epoch != self._epoch:
+            isf = math.log(self._n_log / (r.sf + 1))
+            ief = math.log(self._docs_log / (r.df + 1))
+            r.idf, r.epoch = min(isf, ief), self._epoch
+        return r.idf
 
     def _weights(self, f: Features) -> tuple[dict[str, float], float]:
         weights = {}
         total = 0.0
         unseen = self.s.unseen_weight
-        df = self.df
-        memo = self._idf
+        stats, epoch = self.stats, self._epoch
         for tok, fw in f.weights.items():
-            v = memo.get(tok)
-            iw = v if v is not None else self.idf(tok)  # (a C double in the compiled build)
+            r = stats.get(tok)
+            if r is None:  # (its idf is memoized as any other's; ``_forget_idle`` drops the
+                # record at the epoch's end unless an entry with it joined a story)
+                r = stats[tok] = TokenStats()
+                self._idle.append(tok)
+            iw = r.idf if r.epoch == epoch else self._idf(r)
             w = fw * iw
             weights[tok] = w
-            total += w if tok in df else w * unseen  # df holds no zero counts
+            total += w if r.df else w * unseen
         return weights, total
 
     def _story(self, story_id: int | None, t: float) -> StoryState:
@@ -537,7 +559,7 @@ class Clusterer:
 
     def _join(self, st: StoryState, item: Item, f: Features, t: float) -> None:
         self.docs += 1
-        df, sf, postings = self.df, self.sf, self.postings
+        stats, postings = self.stats, self.postings
         cap = self._index_cap
         weights = f.weights
         fresh = st.n == 0  # (a new story, most often: its tokens are the entry's, as a tuple)
@@ -558,13 +580,17 @@ class Clusterer:
         elif st.core is tokens:  # the cached core shares this dict: keep it as it is
             st.core = dict(tokens)
         for tok, w in weights.items():
-            df[tok] = df.get(tok, 0) + 1
+            r = stats.get(tok)
+            if r is None:
+                r = stats[tok] = TokenStats()
+            r.df += 1
             if not fresh:
                 if tok in tokens:
                     tokens[tok] += w
                     continue
                 tokens[tok] = w
-            live = sf[tok] = sf.get(tok, 0) + 1
+            r.sf += 1
+            live = r.sf
             posting = postings.get(tok)
             if posting is not None:
                 if live > cap:  # too common to look up: stop indexing it
@@ -605,10 +631,11 @@ class Clusterer:
         not_looked_up: list[tuple[str, float]] = []
         looked: set[str] = set()  # the tokens whose postings were read
         lookups = 0
-        sf, postings = self.sf, self.postings
+        stats, postings = self.stats, self.postings
         single_full = self._single_full
         for tok, w in sorted(weights.items(), key=_second, reverse=True):
-            live = sf.get(tok)
+            r = stats[tok]  # (_weights made one for each)
+            live = r.sf
             if not live:
                 continue  # in no active story: adds nothing to any candidate
             if live > max_post or lookups >= max_lookups:
@@ -715,7 +742,7 @@ class Clusterer:
         cw = st.core_weights
         if cw is None or cw[0] <= self._epoch - 8 or st.n >= st.core_n * 1.25 + 1:
             core = self._core(st)
-            memo = self._idf
+            stats, epoch = self.stats, self._epoch
             n = len(core)
             # zeros, then each set in place (the compiled build writes the doubles through a
             # view: an array made from a list of floats parsed each of them as an argument)
@@ -725,17 +752,16 @@ class Clusterer:
             if type(core) is tuple:
                 n_title, sw = st.n_title, self.s.summary_weight
                 for i in range(n):
-                    tok = core[i]
-                    v = memo.get(tok)
-                    iw = v if v is not None else self.idf(tok)
+                    r = stats.get(core[i])
+                    iw = r.idf if r is not None and r.epoch == epoch else self.idf(core[i])
                     w = iw * (1.0 if i < n_title else sw)
                     view[i] = w
                     total += w
             else:
                 i = 0
                 for tok, share in core.items():
-                    v = memo.get(tok)
-                    iw = v if v is not None else self.idf(tok)
+                    r = stats.get(tok)
+                    iw = r.idf if r is not None and r.epoch == epoch else self.idf(tok)
                     w = iw * share
                     view[i] = w
                     total += w
@@ -806,10 +832,11 @@ class Clusterer:
         touched: list[StoryState] = []
         kappa = self.s.kappa
         max_post = self.s.max_postings
-        sf = self.sf
+        stats = self.stats
         single_full = self._single_full
         for tok, w in zip(*q, strict=True):
-            if sf.get(tok, 0) > max_post:
+            r = stats.get(tok)
+            if r is not None and r.sf > max_post:
                 continue
             for o in self.postings.get(tok, ()):
                 if o is not st and not o.evicted:
@@ -856,7 +883,7 @@ class Clusterer:
         # ``gone`` stays in its posting lists, flagged like an evicted story (finding it in
         # the long list of a common token costs more than the whole scoring of an entry)
         gone.evicted = True
-        sf, stale, postings = self.sf, self._stale, self.postings
+        stats, stale, postings = self.stats, self._stale, self.postings
         # (``keep`` is the larger of a story that has just grown and another: it has a dict;
         # ``gone`` may have one member)
         gone_tokens = gone.tokens if gone.tokens is not None else self._token_dict(gone)
@@ -864,7 +891,7 @@ class Clusterer:
             stale[tok] = stale.get(tok, 0) + 1
             if tok in keep.tokens:
                 keep.tokens[tok] += c
-                sf[tok] -= 1
+                stats[tok].sf -= 1
             else:
                 keep.tokens[tok] = c
                 posting = postings.get(tok)
@@ -887,13 +914,33 @@ class Clusterer:
         del self.stories[gone.id]
         self.merged_into[gone.id] = keep.id
 
+    def _forget_idle(self) -> None:
+        """Drop the records that held only a memoized idf (see evict and _weights): the epoch
+        that memoized it is over."""
+        stats = self.stats
+        for tok in self._idle:
+            r = stats.get(tok)
+            if r is not None and r.df == 0 and r.sf == 0:
+                del stats[tok]
+        self._idle = []
+
+    @property
+    def df(self) -> dict[str, int]:
+        """Entries in the window with each token (a copy made from the records)."""
+        return {tok: r.df for tok, r in self.stats.items() if r.df}
+
+    @property
+    def sf(self) -> dict[str, int]:
+        """Active stories with each token (a copy made from the records)."""
+        return {tok: r.sf for tok, r in self.stats.items() if r.sf}
+
     # -- memory: forget stories that left the window --------------------------------------------
 
     def _tick(self, t: float) -> None:
         self._adds += 1
         if self._adds >= self._next_epoch or self._adds < IDF_EPOCH:
             self._next_epoch = self._adds + max(IDF_EPOCH, len(self.stories) // EPOCH_SHARE)
-            self._idf.clear()
+            self._forget_idle()
             self._n_log = len(self.stories) + 2.0
             self._docs_log = self.docs + 2.0
             self._epoch += 1
@@ -913,11 +960,11 @@ class Clusterer:
             return 0
         gone = {st.id for st in old}
         touched: set[str] = set()
-        sf, stale = self.sf, self._stale
+        stats, stale = self.stats, self._stale
         for st in old:
             st.evicted = True
             for tok in st.tokens if st.tokens is not None else st.single:
-                sf[tok] -= 1
+                stats[tok].sf -= 1
                 stale[tok] = stale.get(tok, 0) + 1
                 touched.add(tok)
             for url in st.urls:
@@ -925,16 +972,21 @@ class Clusterer:
                     del self.url_story[url]
             del self.stories[st.id]
         postings, rebuild = self.postings, []
+        epoch = self._epoch
         for tok in touched:
-            if sf[tok] <= 0:
+            r = stats[tok]
+            if r.sf <= 0:
                 postings.pop(tok, None)
-                sf.pop(tok, None)
                 stale.pop(tok, None)
-                self.df.pop(tok, None)
+                if r.epoch == epoch:  # keep its memoized idf until the epoch ends
+                    r.df = r.sf = 0
+                    self._idle.append(tok)
+                else:
+                    del stats[tok]
             elif tok not in postings:
-                if sf[tok] <= self.s.max_postings:
+                if r.sf <= self.s.max_postings:
                     rebuild.append(tok)
-            elif stale[tok] > sf[tok]:
+            elif stale[tok] > r.sf:
                 postings[tok] = [o for o in postings[tok] if not o.evicted]
                 stale[tok] = 0
         if rebuild:  # tokens rare again: index them again, in one pass over the stories
@@ -975,6 +1027,8 @@ if __name__ == "aggregator.dedup.cluster":  # not in the compiled copy itself
     if _build is not None:
         # (through globals(): in the compiled copy these names are its cdef classes, which
         # Cython refuses to see assigned, even in a branch that never runs there)
-        globals().update(Clusterer=_build.Clusterer, StoryState=_build.StoryState)
+        globals().update(
+            Clusterer=_build.Clusterer, StoryState=_build.StoryState, TokenStats=_build.TokenStats
+        )
         IMPLEMENTATION = "compiled"
     del _build
