@@ -243,6 +243,23 @@ def test_while_the_worker_builds_the_index_the_stage_reads_its_batches_itself(
     store.close()
 
 
+def test_a_store_where_no_entry_has_a_story_gives_an_empty_window_without_a_scan(tmp_path):
+    """A fresh clusterer reads the window's entries that have stories; in a store where none
+    has one yet (a first round), it learns so from the index of clustered entries instead of
+    reading every entry of the window. (SQLite's VM steps, counted by a progress handler.)"""
+    store = fill(str(tmp_path / "fresh.sqlite"))
+    steps: list[int] = []
+    store.db.set_progress_handler(lambda: steps.append(1), 50)
+    try:
+        assert list(store.clustered_since(T - timedelta(days=30))) == []
+    finally:
+        store.db.set_progress_handler(None, 50)
+    assert len(steps) <= 1
+    ClusteringStage().run(store, NOW)  # and once they have stories, the window holds them
+    assert len(list(store.clustered_since(T - timedelta(days=30)))) == EVENTS * OUTLETS
+    store.close()
+
+
 def test_a_batch_the_worker_cannot_give_is_read_here(db_target, monkeypatch):
     """A prefetch that cannot be made (None: the workers are gone), that fails (its worker
     died, its read failed) or that does not come in time costs nothing: the stage reads that
