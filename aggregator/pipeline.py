@@ -283,7 +283,7 @@ class Offload:
         # cluster again: see update)
         self.cluster_there = False
         self.cluster_pool = None
-        self.indexing: Future | None = None  # the round's full-text index, in a worker
+        self.tasks: list[Future] = []  # what the workers were given (the done ones dropped)
 
     @classmethod
     def for_round(cls, store: Store, settings: Settings, feeds: int) -> Offload | None:
@@ -346,8 +346,7 @@ class Offload:
         """Start the round's full-text indexing in a worker (it overlaps with the clustering
         stage); a future, or None when the workers are gone or were never needed (nothing
         was parsed: the round's process looks for what is left to index, quickly)."""
-        self.indexing = self._submit(_worker_index) if self.sent else None
-        return self.indexing
+        return self._submit(_worker_index) if self.sent else None
 
     def apply_clustering(
         self, rows: list, merged: list, now: datetime, generation: int | None
@@ -361,15 +360,21 @@ class Offload:
     ) -> Future | None:
         """Read the clustering stage's next batch in a worker, with its entries' features
         (ClusteringStage's ``prefetch``): computed there while this process places the batch
-        before it. None when the workers are gone, and while they build the round's full-text
-        index: the batch would wait behind it, and the stage's writes behind the batch, so the
-        stage reads that batch itself. (The worker indexes, prefetches and writes; the stage's
-        process places. In the bench's 1000-feed cold round, batches asked of the worker
-        during the index came late and were read here anyway, after PREFETCH_WAIT_S; the
-        worker then computed them for nothing, with the writes waiting.)"""
-        if self.indexing is not None and not self.indexing.done():
+        before it. None when the workers are gone, and while each has work (the round's
+        full-text index, the stage's writes): the batch would wait behind it, and the stage's
+        next write behind the batch, so the stage reads and tokenizes that batch itself. (The
+        workers index and write, and prefetch when free; the stage's process places. Asked of
+        a busy worker, batches came after PREFETCH_WAIT_S, were read here anyway, and the
+        worker then computed them for nothing: in the bench's 5000-feed cold round the
+        stage waited 0.35 s for each of 12 of them.)"""
+        if self.busy():
             return None
         return self._submit(_worker_prefetch, limit, after, summary_tokens, summary_weight)
+
+    def busy(self) -> bool:
+        """Whether every worker has a task at work or waiting."""
+        self.tasks = [t for t in self.tasks if not t.done()]
+        return len(self.tasks) >= self.processes
 
     def _submit(self, fn, *args) -> Future | None:
         """``fn`` in a worker; None when the workers are gone. A task that dies with its worker
@@ -382,6 +387,8 @@ class Offload:
             self.lost()
             return None
         fut.add_done_callback(self._check)
+        self.tasks = [t for t in self.tasks if not t.done()]
+        self.tasks.append(fut)
         return fut
 
     def _check(self, fut: Future) -> None:

@@ -165,7 +165,8 @@ def test_batches_read_ahead_in_the_worker_store_the_stories_read_here(
 ):
     """With ``prefetch``, the worker reads the next batch and computes its features while this
     process places the one before: this process reads only the first, and places the rest from
-    their features alone (the items it gets have no title or summary)."""
+    their features alone (the items it gets have no title or summary). (The writes are done
+    here: a worker busy with one is not asked for a batch, see the test after next.)"""
     from aggregator import clustering
 
     monkeypatch.setattr(clustering, "PREFETCH_WAIT_S", 60.0)  # (the worker starts meanwhile)
@@ -178,9 +179,7 @@ def test_batches_read_ahead_in_the_worker_store_the_stories_read_here(
         fut.add_done_callback(lambda f: got.append(len(f.result())))
         return fut
 
-    summary = ClusteringStage().run(
-        store, NOW, batch=7, apply=offload.apply_clustering, prefetch=prefetch
-    )
+    summary = ClusteringStage().run(store, NOW, batch=7, prefetch=prefetch)
     assert len(reads) == 1  # the first batch; the other 14 came from the worker
     assert len(asked) == 14 and sorted(got) == [2] + [7] * 13
     assert summary.entries == EVENTS * OUTLETS and summary.merges == 0
@@ -211,12 +210,12 @@ def test_with_a_prefetch_the_first_batch_is_a_short_one(db_target, offload, monk
     store.close()
 
 
-def test_while_the_worker_builds_the_index_the_stage_reads_its_batches_itself(
+def test_while_the_worker_is_busy_the_stage_reads_its_batches_itself(
     db_target, offload, monkeypatch
 ):
-    """A batch asked of the worker while it builds the round's full-text index would wait
-    behind the index: the stage reads it here instead, and asks the worker again once the
-    index is built."""
+    """A batch asked of the worker while it has work (the round's full-text index, a write)
+    would wait behind that: the stage reads it here instead, and asks the worker again once
+    the worker is free."""
     from concurrent.futures import Future
 
     from aggregator import clustering
@@ -224,14 +223,14 @@ def test_while_the_worker_builds_the_index_the_stage_reads_its_batches_itself(
     monkeypatch.setattr(clustering, "PREFETCH_WAIT_S", 60.0)
     store = fill(db_target)
     reads, answers = _count_reads(store, monkeypatch), []
-    offload.sent = 1  # (a round that parsed feeds: it has an index to build)
-    offload.indexing = Future()  # the index, being built
+    work = Future()  # (the worker's task, at work)
+    offload.tasks.append(work)
 
     def prefetch(limit, after, tokens, weight):
         fut = offload.prefetch(limit, after, tokens, weight)
         answers.append(fut)
-        if len(answers) == 7:  # the index is built now: the worker reads the rest
-            offload.indexing.set_result(True)
+        if len(answers) == 7:  # that task is done now: the worker reads the rest
+            work.set_result(True)
         return fut
 
     summary = ClusteringStage().run(store, NOW, batch=7, prefetch=prefetch)
