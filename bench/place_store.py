@@ -1,0 +1,103 @@
+"""Place the entries of a store with the clusterer alone, as a round's clustering stage gets
+them: in clustering order, with their features computed and packed as a worker sends them.
+
+    python bench/run_bench.py --feeds 1000 --tools aggregator --keep /tmp/keep
+    python bench/place_store.py /tmp/keep/bench-1000-*/aggregator/aggregator.sqlite
+    python bench/place_store.py STORE --entries 20000 --rounds 3
+
+The store is read, never written (its entries are read whatever their stories). For each round
+it reports the CPU seconds of ``Clusterer.add_many`` over all the entries, the stories made,
+which build ran, and a digest of every entry's story and reason: two versions of the clusterer
+that place alike give the same digest. ``AGGREGATOR_PURE_PYTHON=1`` runs the pure module. With
+``--no-place`` it reads and unpacks but places nothing (the baseline to subtract under
+``valgrind --tool=callgrind``). The packed features are kept in ``--cache`` (default: next to
+the store) so that later runs skip computing them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import pickle
+import resource
+import sqlite3
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def packed_rows(store: Path, limit: int | None) -> list[tuple]:
+    """(entry id, feed id, url, published, packed features), in clustering order."""
+    from aggregator.dedup.base import ClusterSettings
+    from aggregator.dedup.text import features, pack
+
+    s = ClusterSettings()
+    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    sql = "SELECT id, feed_id, url, title, summary, published FROM entries ORDER BY published, id"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    return [
+        (
+            eid,
+            feed,
+            url,
+            datetime.fromtimestamp(published, UTC),
+            pack(features(title, summary, s.summary_tokens, s.summary_weight)),
+        )
+        for eid, feed, url, title, summary, published in db.execute(sql)
+    ]
+
+
+def place(rows: list[tuple]) -> dict:
+    from aggregator.clustering import _items
+    from aggregator.dedup.cluster import IMPLEMENTATION, Clusterer
+
+    items = _items(rows)
+    c = Clusterer()
+    cpu = time.process_time()
+    out = c.add_many(items)
+    cpu = time.process_time() - cpu
+    digest = hashlib.sha1(
+        repr([(a.entry_id, c.resolve(a.story_id), a.reason) for a in out]).encode()
+    ).hexdigest()
+    return {
+        "clusterer": IMPLEMENTATION,
+        "entries": len(items),
+        "cpu_s": round(cpu, 3),
+        "stories": len(c.stories),
+        "digest": digest[:12],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("store", type=Path, help="a SQLite store (a kept bench run's)")
+    ap.add_argument("--entries", type=int, default=None, help="the first N (all by default)")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--no-place", action="store_true", help="read and unpack only")
+    ap.add_argument("--cache", type=Path, default=None)
+    args = ap.parse_args()
+    cache = args.cache or args.store.with_name(
+        f"{args.store.name}.packed-{args.entries or 'all'}.pickle"
+    )
+    if cache.exists():
+        rows = pickle.loads(cache.read_bytes())
+    else:
+        rows = packed_rows(args.store, args.entries)
+        cache.write_bytes(pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL))
+    if args.no_place:
+        from aggregator.clustering import _items
+
+        print(json.dumps({"entries": len(_items(rows)), "placed": False}))
+        return
+    for _ in range(args.rounds):
+        print(json.dumps(place(rows)))
+
+
+if __name__ == "__main__":
+    main()
