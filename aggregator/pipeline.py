@@ -283,7 +283,7 @@ class Offload:
         # cluster again: see update)
         self.cluster_there = False
         self.cluster_pool = None
-        self.tasks: list[Future] = []  # what the workers were given (the done ones dropped)
+        self.tasks: list[Future] = []  # what the workers were given and may not have done
 
     @classmethod
     def for_round(cls, store: Store, settings: Settings, feeds: int) -> Offload | None:
@@ -373,8 +373,12 @@ class Offload:
 
     def busy(self) -> bool:
         """Whether every worker has a task at work or waiting."""
+        return len(self._pending()) >= self.processes
+
+    def _pending(self) -> list[Future]:
+        """The tasks given to the workers that are not done (``tasks``, the done dropped)."""
         self.tasks = [t for t in self.tasks if not t.done()]
-        return len(self.tasks) >= self.processes
+        return self.tasks
 
     def _submit(self, fn, *args) -> Future | None:
         """``fn`` in a worker; None when the workers are gone. A task that dies with its worker
@@ -387,8 +391,7 @@ class Offload:
             self.lost()
             return None
         fut.add_done_callback(self._check)
-        self.tasks = [t for t in self.tasks if not t.done()]
-        self.tasks.append(fut)
+        self._pending().append(fut)
         return fut
 
     def _check(self, fut: Future) -> None:
