@@ -236,7 +236,7 @@ def test_while_the_worker_is_busy_the_stage_reads_its_batches_itself(
     summary = ClusteringStage().run(store, NOW, batch=7, prefetch=prefetch)
     assert len(answers) == 14
     assert answers[:7] == [None] * 7 and None not in answers[7:]
-    assert len(reads) == 8  # the first batch and the 7 asked during the index
+    assert len(reads) == 8  # the first batch and the 7 asked while the worker was busy
     assert summary.entries == EVENTS * OUTLETS
     assert store.unclustered() == [] and stories(store) == expected()
     store.close()
