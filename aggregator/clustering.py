@@ -127,9 +127,9 @@ def prefetched(
 # first batch is read and tokenized here: this many entries, which take about as long to place
 # as the worker takes to prepare the next full batch, so that most are prepared there.
 FIRST_BATCH = 2_000
-# How long placing waits for a prefetched batch before it reads that batch itself: the worker
-# may be busy with a longer task (the round's full-text index: 1.7 s of waiting in the bench's
-# 1000-feed cold round), and reading and tokenizing 10,000 entries here takes ~0.5 s.
+# How long placing waits for a prefetched batch before it reads that batch itself. A busy worker
+# is not asked for one (Offload.prefetch), so this is for a worker that was free and is slow
+# (reading and tokenizing 10,000 entries here takes ~0.5 s).
 PREFETCH_WAIT_S = 0.25
 
 # 2: token statistics as one string of tokens and arrays; 3: the header in a fixed space at the

@@ -76,6 +76,8 @@ cdef class Clusterer:
     @cython.locals(isf=double, ief=double)
     cpdef double _idf(self, TokenStats r)
 
+    cpdef TokenStats _looked_up(self, str token)
+
     cpdef bint _active(self, StoryState st, double t)
 
     @cython.locals(n=Py_ssize_t, cut=double)

@@ -504,10 +504,14 @@ class Clusterer:
         that is more: one entry moves these statistics very little, and a big window's
         statistics move less per entry than a small one's."""
         r = self.stats.get(token)
-        if r is None:
-            r = self.stats[token] = TokenStats()
-            self._idle.append(token)
-        return self._idf(r)
+        return self._idf(r if r is not None else self._looked_up(token))
+
+    def _looked_up(self, token: str) -> TokenStats:
+        """A new record for a token whose idf is wanted before any entry with it joins a story
+        (``_forget_idle`` drops it at the epoch's end unless one does)."""
+        r = self.stats[token] = TokenStats()
+        self._idle.append(token)
+        return r
 
     def _idf(self, r: TokenStats) -> float:
         """``idf`` of the token whose record is ``r``."""
@@ -524,10 +528,8 @@ class Clusterer:
         stats, epoch = self.stats, self._epoch
         for tok, fw in f.weights.items():
             r = stats.get(tok)
-            if r is None:  # (its idf is memoized as any other's; ``_forget_idle`` drops the
-                # record at the epoch's end unless an entry with it joined a story)
-                r = stats[tok] = TokenStats()
-                self._idle.append(tok)
+            if r is None:
+                r = self._looked_up(tok)
             iw = r.idf if r.epoch == epoch else self._idf(r)
             w = fw * iw
             weights[tok] = w
