@@ -66,6 +66,21 @@ def test_reopening_applies_nothing_twice(tmp_path):
     s.close()
 
 
+def test_full_text_index_merges_sixteen_segments_at_a_time(tmp_path):
+    """Migration 7 sets FTS5's automerge to 16 (4 is FTS5's default): indexing a round merges
+    less. A store from before it gets the setting when it is opened."""
+    automerge = "SELECT v FROM entries_fts_config WHERE k = 'automerge'"
+    s = SQLiteStore(tmp_path / "s.sqlite")
+    assert s.db.execute(automerge).fetchone()[0] == 16
+    s.db.execute("DELETE FROM entries_fts_config WHERE k = 'automerge'")  # (FTS5's default)
+    s.db.execute("DELETE FROM schema_migrations WHERE version = 7")
+    s.db.commit()
+    s.close()
+    s = SQLiteStore(tmp_path / "s.sqlite")
+    assert s.db.execute(automerge).fetchone()[0] == 16
+    s.close()
+
+
 def test_newer_store_is_refused(tmp_path):
     s = SQLiteStore(tmp_path / "s.sqlite")
     s.db.execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
