@@ -31,7 +31,7 @@ import contextlib
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -51,9 +51,9 @@ if TYPE_CHECKING:
 # Writes a batch's stories elsewhere: (rows, merges, now, generation) -> a future of the
 # stories touched, or None when it cannot (then the stage writes them itself).
 Apply = Callable[[list, list, datetime, int | None], "Future[set[int]] | None"]
-# Reads the next batch elsewhere and computes its entries' features there: (limit, after,
+# Reads the next batch elsewhere and computes its entries' features there: (entry ids,
 # summary_tokens, summary_weight) -> a future of ``prefetched`` rows, or None when it cannot.
-Prefetch = Callable[[int, tuple[datetime, int], int, float], "Future[list[tuple]] | None"]
+Prefetch = Callable[[Sequence[int], int, float], "Future[list[tuple]] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,15 +100,11 @@ def to_item(c: ClusterItem) -> Item:
 
 
 def prefetched(
-    store: Store,
-    limit: int,
-    after: tuple[datetime, int],
-    summary_tokens: int,
-    summary_weight: float,
+    store: Store, ids: Sequence[int], summary_tokens: int, summary_weight: float
 ) -> list[tuple]:
-    """The next ``limit`` entries without a story after ``after`` (published, entry id), each
-    as (entry id, feed id, url, published, its features packed) (a Prefetch's work, in the
-    process that does it)."""
+    """Those of these entries still without a story, in this order, each as (entry id, feed
+    id, url, published, its features packed) (a Prefetch's work, in the process that does
+    it)."""
     from .dedup.text import features, pack
 
     return [
@@ -119,7 +115,7 @@ def prefetched(
             c.published,
             pack(features(c.title, c.summary, summary_tokens, summary_weight)),
         )
-        for c in store.unclustered(limit, after=after)
+        for c in store.unclustered_items(ids)
     ]
 
 
@@ -319,7 +315,8 @@ class ClusteringStage:
         prefetch: Prefetch | None = None,
         on_first_batch: Callable[[], None] | None = None,
     ) -> ClusterSummary:
-        """Place every entry without a story, ``batch`` at a time. With ``apply`` (a round's
+        """Place every entry without a story, ``batch`` at a time, in clustering order (the
+        queue's ids are read once, then each batch's entries by id). With ``apply`` (a round's
         parsing process, see pipeline.Offload), a batch's stories are written there while the
         next batch is placed here; a write it cannot do (its process died) is done here. With
         ``prefetch`` (the same process), the next batch is read there, and its features
@@ -349,20 +346,31 @@ class ClusteringStage:
         out_merged: list = []
         out_n = 0
         settings = self.settings
-        ahead: tuple[Future, tuple] | None = None  # the next batch's prefetch, and its start
-        # what the batch in ``pending`` was read with: as many came, so more may follow
-        want = batch
+        ahead: tuple[Future, int] | None = None  # the next batch's prefetch, and its start
+        queue: Sequence[int] = ()  # ids of the entries without a story, in clustering order
+        at = 0  # where in ``queue`` the next batch starts
 
-        def read(after: tuple[datetime, int] | None) -> list[Item]:
-            """The batch after ``after`` (the first when None): the prefetched one, when it
-            was asked for and came; else read here (with a prefetch to come, a first batch of
-            FIRST_BATCH: the worker prepares the next one meanwhile)."""
-            nonlocal ahead, want
-            want = batch
+        def start() -> list[Item]:
+            """Read the queue anew and its first batch."""
+            nonlocal queue, at, ahead
             if ahead is not None:
-                fut, at = ahead
+                ahead[0].cancel()
                 ahead = None
-                if at == after:
+            queue, at = store.unclustered_ids(), 0
+            return read()
+
+        def read() -> list[Item]:
+            """The queue's next batch: the prefetched one, when it was asked for and came; else
+            read here (with a prefetch to come, a first batch of FIRST_BATCH: the worker
+            prepares the next one meanwhile). Its entries that left the queue meanwhile (placed
+            or removed by another process) are not in it."""
+            nonlocal ahead, at
+            first = at
+            at += min(batch, FIRST_BATCH) if first == 0 and prefetch is not None else batch
+            if ahead is not None:
+                fut, asked = ahead
+                ahead = None
+                if asked == first:
                     try:
                         rows = fut.result(timeout=PREFETCH_WAIT_S)
                     except Exception:  # (its process died, could not read, is still busy)
@@ -371,17 +379,16 @@ class ClusteringStage:
                         return _items(rows)
                 else:
                     fut.cancel()
-            if after is None and prefetch is not None:
-                want = min(batch, FIRST_BATCH)
-            return [to_item(c) for c in store.unclustered(want, after=after)]
+            return [to_item(c) for c in store.unclustered_items(queue[first:at])]
 
-        def ask(got: list[Item]) -> None:
-            """Ask for the batch after ``got``, a full one (a shorter one is the last)."""
+        def ask() -> None:
+            """Ask for the queue's next batch, if any is left."""
             nonlocal ahead
-            if prefetch is not None and len(got) == want:
-                after = (got[-1].published, got[-1].entry_id)
-                fut = prefetch(batch, after, settings.summary_tokens, settings.summary_weight)
-                ahead = (fut, after) if fut is not None else None
+            if prefetch is not None and at < len(queue):
+                fut = prefetch(
+                    queue[at : at + batch], settings.summary_tokens, settings.summary_weight
+                )
+                ahead = (fut, at) if fut is not None else None
 
         def settle() -> None:
             """Wait for the write in flight (or do it here, if its process died)."""
@@ -419,25 +426,31 @@ class ClusteringStage:
             send()
             settle()
 
-        # The next batch is read before the last one's write is done: it starts after that
-        # batch (in clustering order), whose entries are still without a story until then.
-        # One write is in flight at a time, in order. When the writing process is busy (it
-        # indexes the round's entries for search first: 6 s of a 5000-feed round here), the
-        # batches placed meanwhile wait here and go in one write when it is free, so placing
-        # never stops for it: assignments, then merges, in the order they were made, is what
-        # the separate writes would have done.
+        # The next batch is read before the last one's write is done: its ids are the queue's
+        # next ones (the queue is read at the start, so a batch never meets entries of the
+        # batches before it, whether they were written yet or not). One write is in flight at
+        # a time, in order. When the writing process is busy (it indexes the round's entries
+        # for search first: 6 s of a 5000-feed round here), the batches placed meanwhile wait
+        # here and go in one write when it is free, so placing never stops for it:
+        # assignments, then merges, in the order they were made, is what the separate writes
+        # would have done.
         # The cyclic garbage collector is paused meanwhile: what a batch makes and drops (rows,
         # items, assignments) is acyclic and freed at once, while each collection pass between
         # batches walked the clusterer's millions of long-lived objects (0.35 s of collections
         # in a 50,000-entry round here).
         with gc_paused():
-            pending = read(None)
+            pending = start()
             gen = store.cluster_generation()
-            ask(pending)
+            ask()
             if on_first_batch is not None:
                 on_first_batch()
-            while pending or writing is not None or out_n:
+            while pending or at < len(queue) or writing is not None or out_n:
                 try:
+                    if not pending and at < len(queue):  # (all of a batch left the queue)
+                        pending = read()
+                        gen = store.cluster_generation()
+                        ask()
+                        continue
                     if not pending:
                         if save_ahead and self.unsaved:
                             settle()
@@ -458,12 +471,11 @@ class ClusteringStage:
                     out_merged.extend((gone, c.resolve(gone)) for gone in c.merged_into)
                     out_n += len(pending)
                     c.merged_into.clear()
-                    full, last = len(pending) == want, pending[-1]
                     pending = []
-                    if full:
-                        pending = read((last.published, last.entry_id))
+                    if at < len(queue):
+                        pending = read()
                         gen = store.cluster_generation()
-                        ask(pending)
+                        ask()
                     send()
                     self.unsaved = True
                     self._placed += 1
@@ -473,9 +485,9 @@ class ClusteringStage:
                     conflicts += 1
                     if conflicts > 3:
                         raise
-                    pending = read(None)  # (a prefetch in flight is for another start: dropped)
+                    pending = start()  # (a prefetch in flight is for another start: dropped)
                     gen = store.cluster_generation()
-                    ask(pending)
+                    ask()
                 except BaseException:
                     self.clusterer = None  # memory and store may disagree now: rebuild next time
                     raise

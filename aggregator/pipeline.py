@@ -229,11 +229,9 @@ def _worker_apply(rows: list, merged: list, now: datetime, generation: int | Non
     return _worker_store.apply_clustering(rows, merged, now, generation)
 
 
-def _worker_prefetch(
-    limit: int, after: tuple[datetime, int], summary_tokens: int, summary_weight: float
-) -> list[tuple]:
+def _worker_prefetch(ids: Sequence[int], summary_tokens: int, summary_weight: float) -> list[tuple]:
     assert _worker_store is not None
-    return prefetched(_worker_store, limit, after, summary_tokens, summary_weight)
+    return prefetched(_worker_store, ids, summary_tokens, summary_weight)
 
 
 _worker_stage: ClusteringStage | None = None  # the round's clustering, when done here
@@ -356,7 +354,7 @@ class Offload:
         return self._submit(_worker_apply, rows, merged, now, generation)
 
     def prefetch(
-        self, limit: int, after: tuple[datetime, int], summary_tokens: int, summary_weight: float
+        self, ids: Sequence[int], summary_tokens: int, summary_weight: float
     ) -> Future | None:
         """Read the clustering stage's next batch in a worker, with its entries' features
         (ClusteringStage's ``prefetch``): computed there while this process places the batch
@@ -369,7 +367,7 @@ class Offload:
         stage waited 0.35 s for each of 12 of them.)"""
         if self.busy():
             return None
-        return self._submit(_worker_prefetch, limit, after, summary_tokens, summary_weight)
+        return self._submit(_worker_prefetch, ids, summary_tokens, summary_weight)
 
     def busy(self) -> bool:
         """Whether every worker has a task at work or waiting."""

@@ -153,9 +153,9 @@ def test_a_preloaded_clusterer_is_used_only_if_the_stories_did_not_change_meanwh
 
 def _count_reads(store, monkeypatch) -> list:
     """The batches ``store`` reads in this process (ClusteringStage's reads), as a list."""
-    reads, unclustered = [], store.unclustered
+    reads, unclustered = [], store.unclustered_items
     monkeypatch.setattr(
-        store, "unclustered", lambda *a, **k: reads.append(a) or unclustered(*a, **k)
+        store, "unclustered_items", lambda *a, **k: reads.append(a) or unclustered(*a, **k)
     )
     return reads
 
@@ -173,9 +173,9 @@ def test_batches_read_ahead_in_the_worker_store_the_stories_read_here(
     store = fill(db_target)
     reads, asked, got = _count_reads(store, monkeypatch), [], []
 
-    def prefetch(limit, after, tokens, weight):
-        asked.append(after)
-        fut = offload.prefetch(limit, after, tokens, weight)
+    def prefetch(ids, tokens, weight):
+        asked.append(list(ids))
+        fut = offload.prefetch(ids, tokens, weight)
         fut.add_done_callback(lambda f: got.append(len(f.result())))
         return fut
 
@@ -197,13 +197,13 @@ def test_with_a_prefetch_the_first_batch_is_a_short_one(db_target, offload, monk
     store = fill(db_target)
     reads, got = _count_reads(store, monkeypatch), []
 
-    def prefetch(limit, after, tokens, weight):
-        fut = offload.prefetch(limit, after, tokens, weight)
+    def prefetch(ids, tokens, weight):
+        fut = offload.prefetch(ids, tokens, weight)
         fut.add_done_callback(lambda f: got.append(len(f.result())))
         return fut
 
     summary = ClusteringStage().run(store, NOW, batch=10, prefetch=prefetch)
-    assert [r[0] for r in reads] == [3]  # here: 3 entries; in the worker: 9 x 10, then 7
+    assert [len(r[0]) for r in reads] == [3]  # here: 3 entries; in the worker: 9 x 10, then 7
     assert sorted(got) == [7] + [10] * 9
     assert summary.entries == EVENTS * OUTLETS
     assert store.unclustered() == [] and stories(store) == expected()
@@ -226,8 +226,8 @@ def test_while_the_worker_is_busy_the_stage_reads_its_batches_itself(
     work = Future()  # (the worker's task, at work)
     offload.tasks.append(work)
 
-    def prefetch(limit, after, tokens, weight):
-        fut = offload.prefetch(limit, after, tokens, weight)
+    def prefetch(ids, tokens, weight):
+        fut = offload.prefetch(ids, tokens, weight)
         answers.append(fut)
         if len(answers) == 7:  # that task is done now: the worker reads the rest
             work.set_result(True)
@@ -272,8 +272,8 @@ def test_a_batch_the_worker_cannot_give_is_read_here(db_target, monkeypatch):
     store = fill(db_target)
     reads, asked = _count_reads(store, monkeypatch), []
 
-    def prefetch(limit, after, tokens, weight):
-        asked.append(after)
+    def prefetch(ids, tokens, weight):
+        asked.append(list(ids))
         if len(asked) % 3 == 1:
             return None
         fut = Future()  # (one that never comes: still busy with a long task)

@@ -348,3 +348,58 @@ def test_clustered_since_reads_the_window_in_chunks_in_clustering_order(store):
     )
     for chunk in (1, 2, 3, 7):
         assert list(store.clustered_since(since, chunk=chunk)) == whole
+
+
+def test_the_queue_gives_ids_in_clustering_order_and_items_in_the_order_asked(store):
+    """``unclustered_ids``: the entries without a story, by (published, id), whatever order
+    they were written in; ``unclustered_items``: those of the ids given that are still without
+    a story, in the order given (the clustering stage reads its batches so)."""
+    f = store.add_feed("https://x.example/feed", None, NOW)
+    minutes_ago = [5, 1, 3, 1, 9, 0]  # written in this order; two at the same minute
+    entries = [
+        replace(entry(f.id, i), published=NOW - timedelta(minutes=m))
+        for i, m in enumerate(minutes_ago)
+    ]
+    store.write_feed_result(ok(f.id), PARSED, entries, None, NOW)
+    ids = list(store.unclustered_ids())
+    titles = [item.title for item in store.unclustered_items(ids)]
+    # oldest first; of the two at the same minute, the one written first (the lower id)
+    assert titles == ["Title 4", "Title 0", "Title 2", "Title 1", "Title 3", "Title 5"]
+    placed, kept = ids[0], ids[1:]
+    store.apply_clustering([(placed, 1, 1.0, "new")], [], NOW, store.cluster_generation())
+    asked = [ids[3], placed, ids[1], ids[5], 10**9]  # one placed meanwhile, one never written
+    assert [i.entry_id for i in store.unclustered_items(asked)] == [ids[3], ids[1], ids[5]]
+    assert list(store.unclustered_ids()) == kept
+
+
+def test_sqlite_queue_of_entries_without_a_story_is_indexed_in_writing_order(tmp_path):
+    """Its index starts with the entry id (entries are written in id order: each insert lands at
+    the index's end), and reading the queue in clustering order goes through it: SQLite's
+    planner, left to itself, walked every entry in published order, placed or not, to find the
+    few that are not (SQLite's VM steps, counted by a progress handler)."""
+    from aggregator.store.sql import SQLStore
+
+    s = SQLiteStore(tmp_path / "s.sqlite")
+    columns = [r[2] for r in s.db.execute("PRAGMA index_info(entries_queue)")]
+    assert columns == ["id", "published"]
+    old = "SELECT count(*) FROM sqlite_master WHERE name = 'entries_unclustered'"
+    assert s.db.execute(old).fetchone()[0] == 0
+    f = s.add_feed("https://x.example/feed", None, NOW)
+    s.write_feed_result(ok(f.id), PARSED, [entry(f.id, i) for i in range(300)], None, NOW)
+    ids = list(s.unclustered_ids())
+    placed = [(i, 1, 1.0, "new") for i in ids[:297]]
+    s.apply_clustering(placed, [], NOW, s.cluster_generation())
+
+    def steps(read) -> tuple[int, list[int]]:
+        count: list[int] = []
+        s.db.set_progress_handler(lambda: count.append(1), 10)
+        try:
+            got = list(read(s))
+        finally:
+            s.db.set_progress_handler(None, 10)
+        return len(count), got
+
+    ours, theirs = steps(SQLiteStore.unclustered_ids), steps(SQLStore.unclustered_ids)
+    assert ours[1] == theirs[1] == ids[297:]
+    assert ours[0] <= 10 and theirs[0] >= 100, (ours[0], theirs[0])  # (4 and 121 here)
+    s.close()

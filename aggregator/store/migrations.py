@@ -159,3 +159,21 @@ MIGRATIONS.append(
         """,
     )
 )
+
+# The queue of entries without a story, indexed in the order entries are written (by id) rather
+# than in clustering order (published, id): a round writes its entries in the order its feeds
+# come in, so an index in clustering order took each insert at a random place, and each
+# transaction's commit logged a page of it per entry. The clustering stage reads the queue's ids
+# in clustering order once (store.unclustered_ids: SQLite sorts them) and then its entries by id.
+# Writing the 5000-feed bench's 252,500 entries 8 feeds a transaction (all indexes, two runs
+# each): 8.65-8.71 s of CPU with the old index, 5.96-6.09 s with this one.
+MIGRATIONS.append(
+    (
+        8,
+        "queue of entries without a story in the order they are written",
+        """
+        DROP INDEX entries_unclustered;
+        CREATE INDEX entries_queue ON entries (id, published) WHERE story_id IS NULL
+        """,
+    )
+)

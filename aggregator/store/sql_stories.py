@@ -4,6 +4,7 @@ SQLStore (both backends); uses its ``db`` connection and ``_write`` transaction 
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +50,34 @@ class StoryStoreMixin:
         if limit:
             sql += f" LIMIT {int(limit)}"
         return [_item(r) for r in self.db.execute(sql, params)]
+
+    def unclustered_ids(self) -> array:
+        """The ids of the entries without a story, in clustering order (published, id): the
+        clustering stage's queue, read once and then in batches (``unclustered_items``). An
+        array of 64-bit integers (a list of a cold round's million would take 36 MB, this 8)."""
+        return array(
+            "q",
+            (
+                r[0]
+                for r in self.db.execute(
+                    "SELECT id FROM entries WHERE story_id IS NULL ORDER BY published, id"
+                )
+            ),
+        )
+
+    def unclustered_items(self, ids: Sequence[int]) -> list[ClusterItem]:
+        """Those of these entries that are still without a story (none placed or removed them
+        since), in the order given."""
+        rows: dict[int, tuple] = {}
+        for i in range(0, len(ids), 500):
+            chunk = list(ids[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            for r in self.db.execute(
+                f"SELECT {_ITEM_COLS} FROM entries WHERE id IN ({marks}) AND story_id IS NULL",
+                chunk,
+            ):
+                rows[r[0]] = r
+        return [_item(rows[i]) for i in ids if i in rows]
 
     def clustered_since(self, since: datetime, chunk: int = 5_000) -> Iterator[ClusterItem]:
         """Entries already in stories, published since ``since``, in clustering order. Read
