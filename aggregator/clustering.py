@@ -129,8 +129,9 @@ FIRST_BATCH = 2_000
 PREFETCH_WAIT_S = 0.25
 
 # 2: token statistics as one string of tokens and arrays; 3: the header in a fixed space at the
-# start of the file, the body after it (so the body can be written before the header is known)
-SNAPSHOT_FORMAT = 3
+# start of the file, the body after it (so the body can be written before the header is known);
+# 4: the stories in columns, their tokens as numbers (dedup/cluster.py: _pack_stories)
+SNAPSHOT_FORMAT = 4
 HEADER_SPACE = 4096  # bytes the header's pickle may take
 
 

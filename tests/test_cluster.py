@@ -409,6 +409,31 @@ def test_dump_and_load_do_not_run_the_cyclic_collector():
     assert loaded.stories.keys() == c.stories.keys()
 
 
+def test_a_dump_holds_a_story_token_that_has_no_statistics():
+    """A dump writes a story's tokens as their places in the statistics' list of tokens. One
+    without statistics (none should be: each member's tokens are counted) is added to that
+    list by the chunk that meets it, and read back as it was."""
+    import io
+
+    c = Clusterer()
+    c.add_many(synthetic_stream(200))
+    many = next(s for s in c.stories.values() if s.tokens is not None)
+    one = next(s for s in c.stories.values() if s.single is not None)
+    lost = [next(iter(many.tokens)), one.single[-1]]
+    for tok in lost:
+        del c.stats[tok]
+    buf = io.BytesIO()
+    c.dump(buf, chunk=50)
+    buf.seek(0)
+    loaded = Clusterer.load(buf, ClusterSettings())
+    assert loaded.stories[many.id].tokens == many.tokens
+    assert loaded.stories[one.id].single == one.single
+    assert all(tok not in loaded.stats for tok in lost)
+    assert {t: [s.id for s in p] for t, p in loaded.postings.items()} == {
+        t: [s.id for s in p if not s.evicted] for t, p in c.postings.items()
+    }
+
+
 def test_loading_a_truncated_dump_fails_loudly():
     import io
     import pickle

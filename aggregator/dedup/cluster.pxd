@@ -46,6 +46,42 @@ cdef class TokenStats:
     cdef public Py_ssize_t epoch
 
 
+# the snapshot's chunks (typed: the arrays are read in place, a story's fields set directly)
+@cython.locals(numbers=list)
+cpdef _numbers(tokens, dict index, list table, list new, list into)
+
+
+@cython.locals(n=Py_ssize_t, k=Py_ssize_t, st=StoryState, kind=Py_ssize_t,
+               core_kind=Py_ssize_t, kinds=bytearray, tokens=dict, single=tuple, cw=tuple,
+               marks=dict, keys=list, urls=list, new=list, ids=list, times=list, counts=list,
+               toks=list, lens=list, weights=list, core_toks=list, core_lens=list,
+               core_weights=list, cw_epochs=list, cw_lens=list, cw_totals=list,
+               url_counts=list)
+cpdef tuple _pack_stories(list part, dict index, list table)
+
+
+@cython.locals(new=list, toks=list, lens=list, ids=list, st=StoryState, m=Py_ssize_t,
+               posting=list)
+cpdef tuple _pack_postings(list part, dict index, list table)
+
+
+@cython.locals(k=Py_ssize_t, j=Py_ssize_t, m=Py_ssize_t, o=Py_ssize_t, li=Py_ssize_t,
+               w=Py_ssize_t, co=Py_ssize_t, cli=Py_ssize_t, cw=Py_ssize_t, cwi=Py_ssize_t,
+               cwo=Py_ssize_t, uo=Py_ssize_t, st=StoryState, kind=Py_ssize_t,
+               core_kind=Py_ssize_t, tokens=dict, single=tuple, kinds=bytes,
+               ids="long long[:]", times="double[:]", counts="long long[:]",
+               toks="unsigned int[:]", lens="long long[:]", weights="double[:]",
+               core_toks="unsigned int[:]", core_lens="long long[:]", core_weights="double[:]",
+               cw_epochs="long long[:]", cw_lens="long long[:]", cw_totals="double[:]",
+               url_counts="long long[:]", keys=list, marks=dict, urls=list, new=list)
+cpdef _unpack_stories(tuple chunk, list table, dict stories)
+
+
+@cython.locals(k=Py_ssize_t, m=Py_ssize_t, o=Py_ssize_t, toks="unsigned int[:]",
+               lens="long long[:]", new=list)
+cpdef _unpack_postings(tuple chunk, list table, dict stories, dict postings)
+
+
 cdef class Clusterer:
     cdef public object s
     cdef public dict stories

@@ -234,43 +234,10 @@ class StoryState:
     def __repr__(self) -> str:
         return f"StoryState(id={self.id}, n={self.n}, title_key={self.title_key!r})"
 
-    # Pickling (Clusterer.dump): token weights come back with equal floats shared (a story's
-    # weights take few distinct values; a float object each took 40 MB more for 50,000
-    # entries) and token strings interned (shared with every other story's).
-    def __getstate__(self):
-        state = [getattr(self, name) for name in _STORY_FIELDS]
-        core = self.core
-        if core is not None and (core is self.tokens or core is self.single):
-            state[_CORE] = True
-        return state
 
-    def __setstate__(self, state) -> None:
-        if len(_FLOATS) > 65_536:
-            _FLOATS.clear()
-        canon, intern = _FLOATS.setdefault, sys.intern
-        tokens, single = state[_TOKENS], state[_SINGLE]
-        if tokens is not None:
-            state[_TOKENS] = tokens = {intern(k): canon(v, v) for k, v in tokens.items()}
-        if single is not None:
-            state[_SINGLE] = single = tuple(map(intern, single))
-        core = state[_CORE]
-        if core is True:
-            state[_CORE] = tokens if tokens is not None else single
-        elif type(core) is tuple:
-            state[_CORE] = tuple(map(intern, core))
-        elif core is not None:
-            state[_CORE] = {intern(k): canon(v, v) for k, v in core.items()}
-        for name, value in zip(_STORY_FIELDS, state, strict=True):
-            setattr(self, name, value)
-        self.acc = 0.0
-        self.mark = 0
-
-
-_TOKENS = _STORY_FIELDS.index("tokens")
-_SINGLE = _STORY_FIELDS.index("single")
-_CORE = _STORY_FIELDS.index("core")
-_CORE_WEIGHTS = _STORY_FIELDS.index("core_weights")
-_FLOATS: dict[float, float] = {}  # shared float objects for unpickled weights
+# A snapshot's token weights are read back with equal floats shared (a story's weights take few
+# distinct values; a float object each took 40 MB more for 50,000 entries): _unpack_stories
+_FLOATS: dict[float, float] = {}
 _ONE = 1.0  # (one float object for every title token's weight in _token_dict)
 
 
@@ -288,6 +255,243 @@ class TokenStats:
         self.sf = sf
         self.idf = idf
         self.epoch = epoch
+
+
+# -- the snapshot's chunks (Clusterer.dump and load) ----------------------------------------------
+#
+# A chunk of stories is a tuple of columns: per story its id, times, counts and kinds side by
+# side in arrays, and its tokens (its one member's tuple, or its dict's keys with their weights
+# in another array) one after another in one array of numbers, each a token's place in a list of
+# tokens: the statistics' (the snapshot's head), and the tokens a chunk adds to it (``new``, in
+# the chunk: a story's token always has statistics, but that is not relied on). A pickle of the
+# stories themselves wrote each token as a string, and reading it back interned every one.
+_DICT, _SINGLE, _EVICTED, _CW = 1, 2, 4, 8  # a story's kind bits; its core's kind: << 4
+_CORE_NONE, _CORE_SHARED, _CORE_TUPLE, _CORE_DICT = 0, 1, 2, 3
+
+
+def _numbers(tokens, index: dict, table: list, new: list, into: list) -> None:
+    """Append the numbers of ``tokens`` to ``into``, giving a number to those without one."""
+    try:
+        numbers = [index[tok] for tok in tokens]
+    except KeyError:
+        numbers = []
+        for tok in tokens:
+            i = index.get(tok)
+            if i is None:
+                i = index[tok] = len(table)
+                table.append(tok)
+                new.append(tok)
+            numbers.append(i)
+    into.extend(numbers)
+
+
+def _pack_stories(part: list, index: dict, table: list) -> tuple:
+    """The stories ``part`` as a chunk (see above). (Gathered in lists, made arrays at the end:
+    an array's append is a method call each, a list's is not in the compiled build.)"""
+    n = len(part)
+    new: list = []
+    ids: list = []
+    times: list = []
+    counts: list = []
+    kinds = bytearray(n)
+    toks: list = []
+    lens: list = []
+    weights: list = []
+    core_toks: list = []
+    core_lens: list = []
+    core_weights: list = []
+    cw_epochs: list = []
+    cw_lens: list = []
+    cw_totals: list = []
+    cw_weights = array("d")
+    keys: list = []
+    marks: dict = {}
+    urls: list = []
+    url_counts: list = []
+    for k in range(n):
+        st = part[k]
+        ids.append(st.id)
+        times.append(st.first)
+        times.append(st.last)
+        counts.append(st.n)
+        counts.append(st.n_title)
+        counts.append(st.core_n)
+        tokens, single, core = st.tokens, st.single, st.core
+        kind = _EVICTED if st.evicted else 0
+        if tokens is not None:
+            kind |= _DICT
+            _numbers(tokens, index, table, new, toks)
+            lens.append(len(tokens))
+            weights.extend(tokens.values())
+        elif single is not None:
+            kind |= _SINGLE
+            _numbers(single, index, table, new, toks)
+            lens.append(len(single))
+        if core is None:
+            core_kind = _CORE_NONE
+        elif (tokens is not None and core is tokens) or (single is not None and core is single):
+            core_kind = _CORE_SHARED
+        else:
+            core_kind = _CORE_TUPLE if type(core) is tuple else _CORE_DICT
+            _numbers(core, index, table, new, core_toks)
+            core_lens.append(len(core))
+            if core_kind == _CORE_DICT:
+                core_weights.extend(core.values())
+        cw = st.core_weights
+        if cw is not None:
+            kind |= _CW
+            cw_epochs.append(cw[0])
+            cw_lens.append(len(cw[1]))
+            cw_weights.extend(cw[1])
+            cw_totals.append(cw[2])
+        kinds[k] = kind | (core_kind << 4)
+        keys.append(st.title_key)
+        if st.years is not None or st.decimals is not None:
+            marks[k] = (st.years, st.decimals)
+        urls.extend(st.urls)
+        url_counts.append(len(st.urls))
+    return (
+        new,
+        array("q", ids),
+        array("d", times),
+        array("q", counts),
+        bytes(kinds),
+        array("I", toks),
+        array("q", lens),
+        array("d", weights),
+        array("I", core_toks),
+        array("q", core_lens),
+        array("d", core_weights),
+        array("q", cw_epochs),
+        array("q", cw_lens),
+        array("d", cw_totals),
+        cw_weights,
+        keys,
+        marks,
+        urls,
+        array("q", url_counts),
+    )
+
+
+def _unpack_stories(chunk: tuple, table: list, stories: dict) -> None:
+    """Add the chunk's stories to ``stories`` (by id), ``table`` extended with its tokens."""
+    (
+        new,
+        ids,
+        times,
+        counts,
+        kinds,
+        toks,
+        lens,
+        weights,
+        core_toks,
+        core_lens,
+        core_weights,
+        cw_epochs,
+        cw_lens,
+        cw_totals,
+        cw_weights,
+        keys,
+        marks,
+        urls,
+        url_counts,
+    ) = chunk
+    table.extend(map(sys.intern, new))
+    if len(_FLOATS) > 65_536:
+        _FLOATS.clear()
+    canon = _FLOATS.setdefault
+    # where the next story's data starts: in toks, lens, weights, core_toks, core_lens,
+    # core_weights, the core weights' arrays (by story, and their weights), urls
+    o = li = w = co = cli = cw = cwi = cwo = uo = 0
+    for k in range(len(ids)):
+        st = StoryState.__new__(StoryState)
+        st.id = ids[k]
+        st.first = times[2 * k]
+        st.last = times[2 * k + 1]
+        st.n = counts[3 * k]
+        st.n_title = counts[3 * k + 1]
+        st.core_n = counts[3 * k + 2]
+        kind = kinds[k]
+        tokens = single = None
+        if kind & _DICT:
+            m = lens[li]
+            li += 1
+            tokens = {}
+            for j in range(m):
+                v = weights[w + j]
+                tokens[table[toks[o + j]]] = canon(v, v)
+            o += m
+            w += m
+        elif kind & _SINGLE:
+            m = lens[li]
+            li += 1
+            single = tuple([table[toks[o + j]] for j in range(m)])
+            o += m
+        st.tokens = tokens
+        st.single = single
+        core_kind = kind >> 4
+        if core_kind == _CORE_NONE:
+            core = None
+        elif core_kind == _CORE_SHARED:
+            core = tokens if tokens is not None else single
+        else:
+            m = core_lens[cli]
+            cli += 1
+            if core_kind == _CORE_TUPLE:
+                core = tuple([table[core_toks[co + j]] for j in range(m)])
+            else:
+                core = {}
+                for j in range(m):
+                    v = core_weights[cw + j]
+                    core[table[core_toks[co + j]]] = canon(v, v)
+                cw += m
+            co += m
+        st.core = core
+        if kind & _CW:
+            m = cw_lens[cwi]
+            st.core_weights = (cw_epochs[cwi], cw_weights[cwo : cwo + m], cw_totals[cwi])
+            cwi += 1
+            cwo += m
+        else:
+            st.core_weights = None
+        st.evicted = bool(kind & _EVICTED)
+        st.title_key = keys[k]
+        mark = marks.get(k)
+        st.years, st.decimals = mark if mark is not None else (None, None)
+        m = url_counts[k]
+        st.urls = urls[uo : uo + m]
+        uo += m
+        st.acc = 0.0
+        st.mark = 0
+        stories[st.id] = st
+
+
+def _pack_postings(part: list, index: dict, table: list) -> tuple:
+    """Index entries (token, its stories) as a chunk: the tokens' numbers (and the tokens that
+    had none), each one's count of stories, and the stories' ids one after another."""
+    new: list = []
+    toks: list = []
+    lens: list = []
+    ids: list = []
+    _numbers([tok for tok, _ in part], index, table, new, toks)
+    for _, posting in part:
+        m = 0
+        for st in posting:
+            if not st.evicted:
+                ids.append(st.id)
+                m += 1
+        lens.append(m)
+    return new, array("I", toks), array("q", lens), array("q", ids)
+
+
+def _unpack_postings(chunk: tuple, table: list, stories: dict, postings: dict) -> None:
+    new, toks, lens, ids = chunk
+    table.extend(map(sys.intern, new))
+    o = 0
+    for k in range(len(toks)):
+        m = lens[k]
+        postings[table[toks[k]]] = [stories[i] for i in ids[o : o + m]]
+        o += m
 
 
 class Clusterer:
@@ -381,7 +585,9 @@ class Clusterer:
         whole: the tokens go as one string and their counts as arrays (a pickle of the
         frequency dicts held a memo entry per token: +25 MB at the end of a 250,000-entry
         round), and neither writing nor reading holds more than one chunk's temporary
-        objects. The URL map is not written: ``load`` derives it from the stories."""
+        objects. A chunk is a few arrays (``_pack_stories``): a story's tokens are numbers,
+        their places in the statistics' list of tokens. The URL map is not written: ``load``
+        derives it from the stories."""
         with gc_paused():  # (the collector would walk the whole state, many times)
             self._dump(f, chunk)
 
@@ -389,9 +595,10 @@ class Clusterer:
         dump = functools.partial(pickle.dump, file=f, protocol=pickle.HIGHEST_PROTOCOL)
         stats, epoch = self.stats, self._epoch
         nan = float("nan")
+        table = list(stats)
         head = {name: getattr(self, name) for name in self._SCALARS}
         head.update(
-            tokens="\n".join(stats),  # tokens are words: no newline in them
+            tokens="\n".join(table),  # tokens are words: no newline in them
             df=array("q", [r.df for r in stats.values()]),
             sf=array("q", [r.sf for r in stats.values()]),
             idf=array("d", [r.idf if r.epoch == epoch else nan for r in stats.values()]),
@@ -403,15 +610,13 @@ class Clusterer:
         )
         dump(head)
         del head
+        index = {tok: i for i, tok in enumerate(table)}
         stories = iter(self.stories.values())
-        while part := [st.__getstate__() for st in itertools.islice(stories, chunk)]:
-            dump(part)
-        index = iter(self.postings.items())
-        while part := [
-            (tok, array("q", [st.id for st in posting if not st.evicted]))
-            for tok, posting in itertools.islice(index, 4 * chunk)
-        ]:
-            dump(part)
+        while part := list(itertools.islice(stories, chunk)):
+            dump(_pack_stories(part, index, table))
+        postings = iter(self.postings.items())
+        while part := list(itertools.islice(postings, 4 * chunk)):
+            dump(_pack_postings(part, index, table))
 
     @classmethod
     def load(cls, f, settings: ClusterSettings) -> Clusterer:
@@ -426,27 +631,22 @@ class Clusterer:
         c = cls(settings)
         for name in cls._SCALARS:
             setattr(c, name, head[name])
-        tokens = list(map(sys.intern, head["tokens"].split("\n"))) if head["tokens"] else []
-        if not len(tokens) == len(head["df"]) == len(head["sf"]) == len(head["idf"]):
+        table = list(map(sys.intern, head["tokens"].split("\n"))) if head["tokens"] else []
+        if not len(table) == len(head["df"]) == len(head["sf"]) == len(head["idf"]):
             raise ValueError("the snapshot's token statistics do not add up")
         epoch = c._epoch
         c.stats = {
             tok: TokenStats(df, sf, v, epoch) if v == v else TokenStats(df, sf)
-            for tok, df, sf, v in zip(tokens, head["df"], head["sf"], head["idf"], strict=True)
+            for tok, df, sf, v in zip(table, head["df"], head["sf"], head["idf"], strict=True)
         }
         c._idle = head["idle"]
         c.blocked, c.merged_into = head["blocked"], head["merged_into"]
         stories = c.stories
         while len(stories) < head["stories"]:
-            for state in pickle.load(f):
-                st = StoryState.__new__(StoryState)
-                st.__setstate__(state)
-                stories[st.id] = st
-        intern = sys.intern
+            _unpack_stories(pickle.load(f), table, stories)
         postings = c.postings
         while len(postings) < head["postings"]:
-            for tok, ids in pickle.load(f):
-                postings[intern(tok)] = [stories[i] for i in ids]
+            _unpack_postings(pickle.load(f), table, stories, postings)
         if len(stories) != head["stories"] or len(postings) != head["postings"]:
             raise ValueError("the snapshot's stories or index do not add up")
         url_story = c.url_story
