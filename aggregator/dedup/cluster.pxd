@@ -47,16 +47,21 @@ cdef class TokenStats:
 
 
 # the snapshot's chunks (typed: the arrays are read in place, a story's fields set directly)
-@cython.locals(numbers=list)
-cpdef _numbers(tokens, dict index, list table, list new, list into)
+cpdef Py_ssize_t _number(str tok, dict index, list table, list new)
 
 
 @cython.locals(n=Py_ssize_t, k=Py_ssize_t, st=StoryState, kind=Py_ssize_t,
                core_kind=Py_ssize_t, kinds=bytearray, tokens=dict, single=tuple, cw=tuple,
-               marks=dict, keys=list, urls=list, new=list, ids=list, times=list, counts=list,
-               toks=list, lens=list, weights=list, core_toks=list, core_lens=list,
-               core_weights=list, cw_epochs=list, cw_lens=list, cw_totals=list,
-               url_counts=list)
+               marks=dict, keys=list, urls=list, new=list, m=Py_ssize_t,
+               n_lens=Py_ssize_t, n_toks=Py_ssize_t, n_weights=Py_ssize_t, n_cores=Py_ssize_t,
+               n_core_toks=Py_ssize_t, n_core_weights=Py_ssize_t, n_cw=Py_ssize_t,
+               n_cw_w=Py_ssize_t, o=Py_ssize_t, li=Py_ssize_t, w=Py_ssize_t, co=Py_ssize_t,
+               cli=Py_ssize_t, cwo=Py_ssize_t, cwi=Py_ssize_t, cwwo=Py_ssize_t,
+               ids_v="long long[:]", times_v="double[:]", counts_v="long long[:]",
+               toks_v="unsigned int[:]", lens_v="long long[:]", weights_v="double[:]",
+               core_toks_v="unsigned int[:]", core_lens_v="long long[:]",
+               core_weights_v="double[:]", cw_epochs_v="long long[:]",
+               cw_lens_v="long long[:]", cw_totals_v="double[:]", url_counts_v="long long[:]")
 cpdef tuple _pack_stories(list part, dict index, list table)
 
 
