@@ -33,6 +33,8 @@ class StoryStoreMixin:
     db: object
     # Appended to a SELECT of rows the transaction will update (PostgreSQL: FOR UPDATE).
     _FOR_UPDATE = ""
+    # Which index reads the queue of entries without a story (SQLite: its own, see there).
+    _QUEUE_INDEX = ""
 
     # -- clustering input -------------------------------------------------------------------------
 
@@ -60,7 +62,8 @@ class StoryStoreMixin:
             (
                 r[0]
                 for r in self.db.execute(
-                    "SELECT id FROM entries WHERE story_id IS NULL ORDER BY published, id"
+                    f"SELECT id FROM entries{self._QUEUE_INDEX} WHERE story_id IS NULL"
+                    " ORDER BY published, id"
                 )
             ),
         )

@@ -7,7 +7,6 @@ its entries) is one transaction, so a crash never leaves half a feed.
 from __future__ import annotations
 
 import sqlite3
-from array import array
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -104,6 +103,10 @@ class SQLiteStore(SearchMixin, SQLStore):
         return self.path.with_name(self.path.name + ".clusterer")
 
     _batched = False  # inside ``batch``: each write is a savepoint of its transaction
+    # The queue is read through its own index (``entries_queue``, by id): without statistics
+    # SQLite's planner walked the entries in published order instead, reading every entry,
+    # placed or not, to find the few that are not.
+    _QUEUE_INDEX = " INDEXED BY entries_queue"
 
     @contextmanager
     def _write(self):
@@ -171,21 +174,6 @@ class SQLiteStore(SearchMixin, SQLStore):
                     "INSERT INTO schema_migrations VALUES (?, ?, strftime('%s','now'))",
                     (version, name),
                 )
-
-    def unclustered_ids(self) -> array:
-        """As SQLStore's, through the queue's own index (``entries_queue``, by id): without
-        statistics SQLite's planner walks the entries in published order instead, reading
-        every entry, placed or not, to find the few that are not."""
-        return array(
-            "q",
-            (
-                r[0]
-                for r in self.db.execute(
-                    "SELECT id FROM entries INDEXED BY entries_queue WHERE story_id IS NULL"
-                    " ORDER BY published, id"
-                )
-            ),
-        )
 
     def schema_version(self) -> int:
         return self.db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
