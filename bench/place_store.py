@@ -11,13 +11,16 @@ which build ran, and a digest of every entry's story and reason: two versions of
 that place alike give the same digest. ``AGGREGATOR_PURE_PYTHON=1`` runs the pure module. With
 ``--no-place`` it reads and unpacks but places nothing (the baseline to subtract under
 ``valgrind --tool=callgrind``). The packed features are kept in ``--cache`` (default: next to
-the store) so that later runs skip computing them.
+the store) so that later runs skip computing them. With ``--snapshot`` it then writes the
+clusterer's snapshot body (``Clusterer.dump``) to memory and reads it back (``load``), each
+round, and reports the CPU of each and the size.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import pickle
 import resource
@@ -52,7 +55,8 @@ def packed_rows(store: Path, limit: int | None) -> list[tuple]:
     ]
 
 
-def place(rows: list[tuple]) -> dict:
+def place(rows: list[tuple]):
+    """(the clusterer that placed ``rows``, what to report of it)"""
     from aggregator.clustering import _items
     from aggregator.dedup.cluster import IMPLEMENTATION, Clusterer
 
@@ -64,7 +68,7 @@ def place(rows: list[tuple]) -> dict:
     digest = hashlib.sha1(
         repr([(a.entry_id, c.resolve(a.story_id), a.reason) for a in out]).encode()
     ).hexdigest()
-    return {
+    return c, {
         "clusterer": IMPLEMENTATION,
         "entries": len(items),
         "cpu_s": round(cpu, 3),
@@ -74,12 +78,36 @@ def place(rows: list[tuple]) -> dict:
     }
 
 
+def snapshot(c) -> dict:
+    """CPU seconds to dump ``c`` to memory and to load it back, and the dump's size. (Not the
+    memory a loaded copy takes: this process reuses what placing freed. Load a snapshot file in
+    a new process for that.)"""
+    from aggregator.dedup.base import ClusterSettings
+    from aggregator.dedup.cluster import Clusterer
+
+    buf = io.BytesIO()
+    cpu = time.process_time()
+    c.dump(buf)
+    dump_s = time.process_time() - cpu
+    buf.seek(0)
+    cpu = time.process_time()
+    loaded = Clusterer.load(buf, ClusterSettings())
+    load_s = time.process_time() - cpu
+    assert loaded.stories.keys() == c.stories.keys()
+    return {
+        "dump_cpu_s": round(dump_s, 3),
+        "load_cpu_s": round(load_s, 3),
+        "size_mb": round(len(buf.getvalue()) / 2**20, 1),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("store", type=Path, help="a SQLite store (a kept bench run's)")
     ap.add_argument("--entries", type=int, default=None, help="the first N (all by default)")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--no-place", action="store_true", help="read and unpack only")
+    ap.add_argument("--snapshot", action="store_true", help="then time dump and load")
     ap.add_argument("--cache", type=Path, default=None)
     args = ap.parse_args()
     cache = args.cache or args.store.with_name(
@@ -96,7 +124,11 @@ def main() -> None:
         print(json.dumps({"entries": len(_items(rows)), "placed": False}))
         return
     for _ in range(args.rounds):
-        print(json.dumps(place(rows)))
+        c, report = place(rows)
+        if args.snapshot:
+            report.update(snapshot(c))
+        print(json.dumps(report))
+        del c
 
 
 if __name__ == "__main__":
