@@ -10,6 +10,7 @@ import pickle
 import signal
 import time
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -147,6 +148,47 @@ def test_a_preloaded_clusterer_is_used_only_if_the_stories_did_not_change_meanwh
     assert stories(store) == {
         frozenset(f"https://outlet{o}.example/{e}" for o in range(OUTLETS))
         for e in range(EVENTS + 9)
+    }
+    store.close()
+
+
+def test_entries_placed_while_the_snapshot_is_read_make_run_rebuild(tmp_path, monkeypatch):
+    """What ``run`` checks the preloaded clusterer against is the fingerprint the snapshot's
+    header matched before it was read: entries another process places during the read are
+    not in the snapshot, and ``run`` rebuilds. (Taken again after the read, the fingerprint
+    took them in, and ``run`` went on without them.)"""
+    from aggregator import clustering
+
+    store = fill(str(tmp_path / "race.sqlite"))
+    first = ClusteringStage()
+    first.run(store, NOW)
+    assert first.save(store)
+    tell(store, range(EVENTS, EVENTS + 3))
+    module = clustering._cluster
+    load = module().Clusterer.load
+
+    def load_while_another_places(f, settings):
+        monkeypatch.setattr(clustering, "_cluster", module)
+        ClusteringStage().run(store, NOW)  # (the other process, during the read)
+        return load(f, settings)
+
+    # (the compiled Clusterer's attributes cannot be set: the module the stage reads it from
+    # is this stand-in until the read)
+    reading = SimpleNamespace(
+        source_digest=module().source_digest,
+        Clusterer=SimpleNamespace(load=load_while_another_places),
+    )
+    monkeypatch.setattr(clustering, "_cluster", lambda: reading)
+    late = ClusteringStage()
+    assert late.preload(store)
+    monkeypatch.undo()
+    stale = late.clusterer
+    tell(store, range(EVENTS + 3, EVENTS + 6))
+    assert late.run(store, NOW).entries == 3 * OUTLETS
+    assert late.clusterer is not stale  # rebuilt: the snapshot lacks the other's placements
+    assert stories(store) == {
+        frozenset(f"https://outlet{o}.example/{e}" for o in range(OUTLETS))
+        for e in range(EVENTS + 6)
     }
     store.close()
 
