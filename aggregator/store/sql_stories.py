@@ -38,20 +38,9 @@ class StoryStoreMixin:
 
     # -- clustering input -------------------------------------------------------------------------
 
-    def unclustered(
-        self, limit: int | None = None, after: tuple[datetime, int] | None = None
-    ) -> list[ClusterItem]:
-        """Entries without a story, in clustering order (published, id); with ``after``, only
-        those that come after that (published, entry id)."""
-        sql = f"SELECT {_ITEM_COLS} FROM entries WHERE story_id IS NULL"
-        params: tuple = ()
-        if after is not None:
-            sql += " AND (published > ? OR (published = ? AND id > ?))"
-            params = (_ts(after[0]), _ts(after[0]), after[1])
-        sql += " ORDER BY published, id"
-        if limit:
-            sql += f" LIMIT {int(limit)}"
-        return [_item(r) for r in self.db.execute(sql, params)]
+    def unclustered(self) -> list[ClusterItem]:
+        """Entries without a story, in clustering order (published, id): the queue, whole."""
+        return self.unclustered_items(self.unclustered_ids())
 
     def unclustered_ids(self) -> array:
         """The ids of the entries without a story, in clustering order (published, id): the
