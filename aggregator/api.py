@@ -238,9 +238,7 @@ class Aggregator:
         scheduled check has come), then clustering. ``stop`` cancels fetches in flight.
         ``keep_clusterer=False``: this is the last round this object clusters (the CLI's
         `update`); a clustering process may then read the clusterer snapshot while the
-        round fetches, and cluster there (see pipeline.update). What the clustering leaves
-        alive is then frozen out of the garbage collector's reach (``gc.freeze``: the process
-        is expected to end soon, see dedup.base.gc_paused)."""
+        round fetches, and cluster there (see pipeline.update)."""
         from . import pipeline
 
         ids = [self.feed(f).id for f in feeds] if feeds else None

@@ -322,7 +322,6 @@ class ClusteringStage:
         save_ahead: bool = False,
         prefetch: Prefetch | None = None,
         on_first_batch: Callable[[], None] | None = None,
-        freeze: bool = False,
     ) -> ClusterSummary:
         """Place every entry without a story, ``batch`` at a time, in clustering order (the
         queue's ids are read once, then each batch's entries by id). With ``apply`` (a round's
@@ -335,9 +334,7 @@ class ClusteringStage:
         the round gives that process its other work then (behind the index, the first prefetch
         kept this one waiting 1.5 s in the bench's 1000-feed cold round).
         ``save_ahead``: ``save`` comes next (a one-shot round); the snapshot's body is written
-        while the last write is in flight.
-        ``freeze``: this process ends after the stage (a one-shot round); what the stage
-        leaves alive is frozen (``gc_paused``), so that no collection walks it afterwards."""
+        while the last write is in flight."""
         started = time.perf_counter()
         if not store.lead_clustering():
             self.clusterer = None  # when this process leads again, it starts from the store
@@ -449,7 +446,7 @@ class ClusteringStage:
         # items, assignments) is acyclic and freed at once, while each collection pass between
         # batches walked the clusterer's millions of long-lived objects (0.35 s of collections
         # in a 50,000-entry round here).
-        with gc_paused(freeze):
+        with gc_paused():
             pending = start()
             gen = store.cluster_generation()
             ask()

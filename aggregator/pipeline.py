@@ -254,7 +254,7 @@ def _worker_cluster(now: datetime) -> ClusterSummary:
     stage, _worker_stage = _worker_stage, None
     if stage is None:
         stage = ClusteringStage(_worker_settings.cluster)
-    summary = stage.run(_worker_store, now, freeze=True)  # (this process ends after the round)
+    summary = stage.run(_worker_store, now)
     stage.save(_worker_store)
     return summary
 
@@ -810,7 +810,6 @@ def update(
                 save_ahead=not keep_clusterer,
                 prefetch=prefetch,
                 on_first_batch=index,
-                freeze=not keep_clusterer,
             )
             if indexing is None:  # (the stage returned before its first batch: not leading)
                 index()

@@ -15,24 +15,25 @@ from dataclasses import dataclass
 
 
 @contextmanager
-def gc_paused(freeze: bool = False):
+def gc_paused():
     """Pause the cyclic garbage collector for a bounded batch of work (reference counting
     still frees everything acyclic); it runs again, if it was on, when the block ends.
 
-    With ``freeze``, for a process that ends soon after the block (a one-shot round's
-    clustering): what is alive when it ends is moved out of the collector's reach first
-    (``gc.freeze``). The objects made during the pause were never collected, so the first
-    collection after it walks them all: the clusterer's, 75 ms at the end of the bench's
-    1000-feed cold round, with the process waiting. Frozen objects are still freed when
-    unreachable (the clusterer's hold no cycles); only cyclic garbage among them would stay,
-    which is why a process that goes on (the daemon) does not freeze."""
+    What the block made and kept is taken to be long-lived (the clusterer's state): it is
+    moved to the collector's oldest generation as the block ends (``gc.freeze`` then
+    ``gc.unfreeze``, two list splices). Left in the youngest, where new objects start, the
+    first collection after the block walked them all, and each older generation's first
+    collection again: 67-75 ms with the process waiting, at the end of the clustering stage
+    of the bench's 1000-feed cold round. (Not done when the program froze objects of its
+    own: unfreezing would release them too.)"""
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        if freeze:
+        if not gc.get_freeze_count():
             gc.freeze()
+            gc.unfreeze()
         if was:
             gc.enable()
 
