@@ -175,7 +175,7 @@ def test_offloaded_round_stores_what_an_in_process_round_stores(
     if "://" not in db_target:  # SQLite: the worker indexed the round while this process
         # clustered (PostgreSQL indexes as rows are written)
         with sqlite3.connect(db_target) as db:
-            assert db.execute("SELECT count(*) FROM entries_fts").fetchone()[0] == 90
+            assert db.execute("SELECT count(*) FROM entries_fts_docsize").fetchone()[0] == 90
 
     reference, in_process = subscribe_and_update(
         str(tmp_path / "in-process.sqlite"), IN_PROCESS, urls

@@ -151,7 +151,8 @@ def test_indexing_in_several_transactions_indexes_everything_once(tmp_path, monk
     store, _ = harbour_store(tmp_path / "s.sqlite", 40, datetime.now(UTC))
     assert store.index_pending() == 40
     with sqlite3.connect(tmp_path / "s.sqlite") as db:
-        assert db.execute("SELECT count(*) FROM entries_fts").fetchone()[0] == 40
+        assert db.execute("SELECT count(*) FROM entries_fts_docsize").fetchone()[0] == 40
+        db.execute("INSERT INTO entries_fts (entries_fts) VALUES ('integrity-check')")
     assert len(store.search("harbour")) == 40
     store.close()
 
@@ -179,4 +180,97 @@ def test_the_last_second_is_looked_at_again_but_not_indexed_again(tmp_path):
     assert store.index_pending() == 1
     assert [h.entry.title for h in store.search("lighthouse")] == ["lighthouse 7"]
     assert len(store.search("harbour")) == 29
+    store.close()
+
+
+def fts_consistent(store) -> int:
+    """The number of entries in SQLite's full-text index, after FTS5's own check that the
+    index holds exactly the words of those entries as ``entries`` has them now (it raises
+    "database disk image is malformed" otherwise)."""
+    store.db.execute("INSERT INTO entries_fts (entries_fts) VALUES ('integrity-check')")
+    return store.db.execute("SELECT count(*) FROM entries_fts_docsize").fetchone()[0]
+
+
+def test_the_index_follows_changed_and_deleted_entries(tmp_path):
+    """The index reads its text from ``entries``: an entry whose title changes, or that is
+    deleted (retention, a removed feed's cascade), leaves it with the words it was indexed
+    with, and a changed one comes back with its new ones. Indexed with the wrong words (or
+    twice), FTS5's integrity check fails and searches find what is gone."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    store, f = harbour_store(tmp_path / "s.sqlite", 20, now)
+    assert fts_consistent(store) == 0
+    assert store.index_pending() == 20 and fts_consistent(store) == 20
+    assert store.index_pending() == 0  # (the same second, looked at again: nothing new)
+
+    # entry 3 changes after it was indexed; entry 4 is written, then changes, before indexing
+    later = now + timedelta(seconds=5)
+    store_entries(
+        store,
+        f,
+        [make_entry(f.id, 3, now - timedelta(minutes=3), title="lighthouse 3", content_hash="x")],
+        later,
+    )
+    assert fts_consistent(store) == 19  # out of the index, with the words it had
+    assert [h.entry.title for h in store.search("lighthouse")] == ["lighthouse 3"]  # (indexed)
+    assert fts_consistent(store) == 20 and len(store.search("harbour")) == 19
+    extra = make_entry(f.id, 40, now, title="ferry 40")
+    store_entries(store, f, [extra], later)
+    store_entries(store, f, [make_entry(f.id, 40, now, title="quay 40", content_hash="y")], later)
+    assert store.index_pending() == 1 and fts_consistent(store) == 21
+    assert store.search("ferry") == [] and len(store.search("quay")) == 1
+
+    # retention deletes the oldest entries; then the feed goes, and its entries with it
+    assert store.remove_older_than(now - timedelta(minutes=14, seconds=30))[0] == 5
+    assert fts_consistent(store) == 16 and len(store.search("harbour")) == 14
+    g = store.add_feed("https://y.example/g", None, now)
+    store_entries(store, g, [make_entry(g.id, 1, now, title="harbour elsewhere")], later)
+    assert store.index_pending() == 1
+    store.remove_feed(f.id)
+    assert fts_consistent(store) == 1
+    assert [h.entry.title for h in store.search("harbour")] == ["harbour elsewhere"]
+    store.close()
+
+
+def test_a_store_indexed_with_a_copy_of_the_text_is_indexed_again_without_it(tmp_path):
+    """Migration 9 replaces the index that kept its own copy of every title and summary (as
+    migrations 4 and 7 made it) with one that reads them from ``entries``; the next indexing
+    run puts every entry back, and search finds them as before."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    from aggregator.store import open_store
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    path = tmp_path / "old.sqlite"
+    store, _ = harbour_store(path, 12, now)
+    store.close()
+    with sqlite3.connect(path) as db:  # the store as version 8 left it, indexed
+        db.executescript(
+            """
+            DROP TRIGGER entries_fts_changed;
+            DROP TRIGGER entries_fts_deleted;
+            DROP TABLE entries_fts;
+            CREATE VIRTUAL TABLE entries_fts USING fts5(
+                title, summary, tokenize = 'unicode61 remove_diacritics 2');
+            INSERT INTO entries_fts (entries_fts, rank) VALUES ('automerge', 16);
+            INSERT INTO entries_fts (rowid, title, summary) SELECT id, title, summary FROM entries;
+            DELETE FROM schema_migrations WHERE version = 9;
+            """
+        )
+        # half the entries written an hour before the others, and the index up to date
+        db.execute("UPDATE entries SET last_changed = last_changed - 3600 WHERE id % 2 = 0")
+        db.execute(
+            "UPDATE meta SET value = (SELECT max(last_changed) FROM entries)"
+            " WHERE key = 'fts_indexed_through'"
+        )
+    store = open_store(path)
+    tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master")}
+    assert "entries_fts_content" not in tables and "entries_fts_changed" in tables
+    assert fts_consistent(store) == 0
+    assert len(store.search("harbour")) == 12  # (a search indexes first)
+    assert fts_consistent(store) == 12
+    automerge = "SELECT v FROM entries_fts_config WHERE k = 'automerge'"
+    assert store.db.execute(automerge).fetchone()[0] == 16
     store.close()

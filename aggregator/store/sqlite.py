@@ -167,9 +167,8 @@ class SQLiteStore(SearchMixin, SQLStore):
             for version, name, sql in MIGRATIONS:
                 if version in done:
                     continue
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in _statements(sql):
+                    db.execute(statement)
                 db.execute(
                     "INSERT INTO schema_migrations VALUES (?, ?, strftime('%s','now'))",
                     (version, name),
@@ -184,3 +183,18 @@ class SQLiteStore(SearchMixin, SQLStore):
         page_size = self.db.execute("PRAGMA page_size").fetchone()[0]
         pages = self.db.execute("PRAGMA page_count").fetchone()[0]
         return StoreStats(feeds=feeds, entries=entries, size_bytes=page_size * pages)
+
+
+def _statements(sql: str) -> list[str]:
+    """The statements of a migration's script, in order: split at each ';' that ends one (a
+    trigger's body holds several)."""
+    out, statement = [], ""
+    for part in sql.split(";"):
+        statement += part + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \n;"):
+                out.append(statement)
+            statement = ""
+    if statement.strip(" \n;"):
+        out.append(statement)
+    return out

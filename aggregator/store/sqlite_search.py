@@ -1,6 +1,8 @@
-"""Full-text search for SQLite (FTS5). Indexing is batched, not done by triggers (a trigger
-makes every insert ~15x slower): after each round, entries whose ``last_changed`` is newer
-than the last indexing run are (re)indexed in one transaction."""
+"""Full-text search for SQLite (FTS5, reading its text from ``entries``). Indexing is batched,
+not done by a trigger on insert (that makes every insert ~15x slower): after each round, the
+entries changed since the last indexing run that are not in the index are indexed, in
+transactions of INDEX_TRANSACTION. Triggers only take entries out (a title or summary
+changed, an entry deleted), which is rare."""
 
 from __future__ import annotations
 
@@ -23,14 +25,16 @@ class SearchMixin:
     db: sqlite3.Connection
 
     def index_pending(self) -> int:
-        """(Re)index entries changed since the last run; returns how many. The newest second
-        seen is looked at again next time, so that an entry changed later within that same
-        second (by another process) is not missed: those of its entries whose indexed title
-        and summary are still theirs are left as they are (a big round's last second held
-        thousands, indexed again by every quiet round after it). One transaction per
-        INDEX_TRANSACTION entries, so that another writer (the clustering stage, while a worker
-        process indexes) never waits long; the mark moves only once all of them are in, so a
-        crash midway means indexing those entries again, not missing them."""
+        """Index the entries that are not in the full-text index; returns how many. An entry
+        is in it exactly when ``entries_fts_docsize`` has its row: the index reads its text
+        from ``entries`` (external content, migration 9), and the store's triggers take an
+        entry out, with the text it was indexed with, when its title or summary changes or it
+        is deleted. Only entries changed since the last run's mark are looked at; the newest
+        second seen is looked at again next time (another process may still write in it),
+        and what is in the index already is left as it is. One transaction per
+        INDEX_TRANSACTION entries, so that another writer (the clustering stage, while a
+        worker process indexes) never waits long; the mark moves only once all of them are
+        in, so a crash midway means looking at those entries again, not missing them."""
         row = self.db.execute("SELECT value FROM meta WHERE key = 'fts_indexed_through'")
         mark = int(row.fetchone()[0])
         top = self.db.execute("SELECT max(last_changed) FROM entries").fetchone()[0]
@@ -39,33 +43,33 @@ class SearchMixin:
         ids = [
             r[0]
             for r in self.db.execute(
-                "SELECT id FROM entries WHERE last_changed > ?"
-                " UNION ALL"
-                " SELECT e.id FROM entries e LEFT JOIN entries_fts f ON f.rowid = e.id"
-                " WHERE e.last_changed = ? AND (f.rowid IS NULL OR f.title IS NOT e.title"
-                " OR f.summary IS NOT e.summary)",
-                (mark, mark),
+                "SELECT id FROM entries e WHERE last_changed >= ?"
+                " AND NOT EXISTS (SELECT 1 FROM entries_fts_docsize d WHERE d.id = e.id)",
+                (mark,),
             )
         ]
+        indexed = 0
         for start in range(0, len(ids), INDEX_TRANSACTION):
             batch = ids[start : start + INDEX_TRANSACTION]
             with self._write() as db:
                 for i in range(0, len(batch), 500):
                     chunk = batch[i : i + 500]
                     marks = ",".join("?" * len(chunk))
-                    db.execute(f"DELETE FROM entries_fts WHERE rowid IN ({marks})", chunk)
-                    db.execute(
+                    # (those another process indexed since they were read are in already:
+                    # indexed twice, an entry's words would count twice)
+                    indexed += db.execute(
                         f"INSERT INTO entries_fts (rowid, title, summary)"
-                        f" SELECT id, title, summary FROM entries WHERE id IN ({marks})",
+                        f" SELECT id, title, summary FROM entries e WHERE id IN ({marks})"
+                        " AND NOT EXISTS (SELECT 1 FROM entries_fts_docsize d WHERE d.id = e.id)",
                         chunk,
-                    )
+                    ).rowcount
         with self._write() as db:
             db.execute(
                 "UPDATE meta SET value = ? WHERE key = 'fts_indexed_through'"
                 " AND CAST(value AS INTEGER) < ?",
                 (str(top), top),
             )
-        return len(ids)
+        return indexed
 
     def search(self, query: str, since: datetime | None = None, limit: int = 50) -> list[SearchHit]:
         if not getattr(self, "readonly", False):  # readers search what the writer indexed
@@ -120,9 +124,8 @@ class SearchMixin:
         return row[0] if row else None
 
     def purge_search_index(self) -> None:
-        """Drop index rows of entries that no longer exist (after retention or removals)."""
-        with self._write() as db:
-            db.execute("DELETE FROM entries_fts WHERE rowid NOT IN (SELECT id FROM entries)")
+        """Nothing to do here: the store's trigger takes an entry out of the index as it is
+        deleted (an external-content index cannot drop a row whose text is gone)."""
 
     def story_ids_for(self, entry_ids: Sequence[int]) -> dict[int, int | None]:
         if not entry_ids:
