@@ -437,8 +437,8 @@ class ClusteringStage:
         # The next batch is read before the last one's write is done: its ids are the queue's
         # next ones (the queue is read at the start, so a batch never meets entries of the
         # batches before it, whether they were written yet or not). One write is in flight at
-        # a time, in order. When the writing process is busy (it indexes the round's entries
-        # for search first: 6 s of a 5000-feed round here), the batches placed meanwhile wait
+        # a time, in order. When the writing process is busy (with the write before, or the
+        # round's index before it gave way), the batches placed meanwhile wait
         # here and go in one write when it is free, so placing never stops for it:
         # assignments, then merges, in the order they were made, is what the separate writes
         # would have done.

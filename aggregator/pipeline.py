@@ -179,10 +179,18 @@ OFFLOAD_MIN_FEEDS = 100  # smaller rounds parse in-process: starting a process c
 
 _worker_store: Store | None = None
 _worker_settings: Settings | None = None
+# The round's full-text indexing gives way to the worker's other tasks (Offload): the round's
+# process counts the other tasks it gives the workers (``_worker_asked``, shared), this worker
+# those it starts (``_worker_started``); while the first is ahead, another task waits behind the
+# index, which then stops between two chunks (``index_pending``'s ``pause``) and goes on in the
+# task sent after that one. None: the index never stops (several workers).
+_worker_asked = None
+_worker_started = 0
+_worker_indexed = False  # this round's indexing is done (later parts have nothing to do)
 
 
-def _worker_init(target: str, settings: Settings) -> None:
-    global _worker_store, _worker_settings
+def _worker_init(target: str, settings: Settings, asked=None) -> None:
+    global _worker_store, _worker_settings, _worker_asked
     import atexit
     import gc
     import signal
@@ -194,6 +202,7 @@ def _worker_init(target: str, settings: Settings) -> None:
     atexit.register(gc.freeze)
     _exit_with_parent()
     _worker_store, _worker_settings = open_store(target), settings
+    _worker_asked = asked
 
 
 def _exit_with_parent() -> None:
@@ -214,23 +223,40 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="aggregator-parent-watch", daemon=True).start()
 
 
+def _worker_task() -> None:
+    """A task other than the index starts (see ``_worker_asked``)."""
+    global _worker_started
+    _worker_started += 1
+
+
 def _worker_write_many(results: list[tuple[FetchResult, datetime]]) -> list[FeedUpdateResult]:
     assert _worker_store is not None
+    _worker_task()
     return write_many(_worker_store, results, _worker_settings)
 
 
-def _worker_index() -> int:
+def _worker_index() -> bool:
+    """The round's full-text indexing, or what is left of it: True once it is all done, False
+    when it stopped for a task waiting behind it (the task after that one goes on)."""
+    global _worker_indexed
     assert _worker_store is not None
-    return _worker_store.index_pending()
+    if _worker_indexed:
+        return True
+    asked = _worker_asked
+    pause = None if asked is None else (lambda: asked.value > _worker_started)
+    _worker_indexed = _worker_store.index_pending(pause) is not None
+    return _worker_indexed
 
 
 def _worker_apply(rows: list, merged: list, now: datetime, generation: int | None) -> set[int]:
     assert _worker_store is not None
+    _worker_task()
     return _worker_store.apply_clustering(rows, merged, now, generation)
 
 
 def _worker_prefetch(ids: Sequence[int], summary_tokens: int, summary_weight: float) -> list[tuple]:
     assert _worker_store is not None
+    _worker_task()
     return prefetched(_worker_store, ids, summary_tokens, summary_weight)
 
 
@@ -267,12 +293,18 @@ class Offload:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        context = multiprocessing.get_context("spawn")
+        # the tasks other than the index given to the workers (see _worker_asked); with
+        # several workers the index never stops (another one may take the task)
+        self.asked = context.RawValue("q", 0) if processes == 1 else None
         self._pool_args = dict(
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=_worker_init,
-            initargs=(target, settings),
+            initargs=(target, settings, self.asked),
         )
         self.pool = ProcessPoolExecutor(processes, **self._pool_args)
+        self.indexing: Future | None = None  # the index's last part given to a worker
+        self.index_parts: set[Future] = set()  # and all its parts
         self.processes = processes
         self.broken = False
         self.sent = 0  # feeds sent to the workers (which start with the first)
@@ -342,9 +374,15 @@ class Offload:
 
     def index_pending(self):
         """Start the round's full-text indexing in a worker (it overlaps with the clustering
-        stage); a future, or None when the workers are gone or were never needed (nothing
-        was parsed: the round's process looks for what is left to index, quickly)."""
-        return self._submit(_worker_index) if self.sent else None
+        stage, and gives way to the stage's other tasks: see _worker_asked); a future, or None
+        when the workers are gone or were never needed (nothing was parsed: the round's
+        process looks for what is left to index, quickly)."""
+        if not self.sent:
+            return None
+        self.indexing = self._submit(_worker_index)
+        if self.indexing is not None:
+            self.index_parts.add(self.indexing)
+        return self.indexing
 
     def apply_clustering(
         self, rows: list, merged: list, now: datetime, generation: int | None
@@ -358,20 +396,26 @@ class Offload:
     ) -> Future | None:
         """Read the clustering stage's next batch in a worker, with its entries' features
         (ClusteringStage's ``prefetch``): computed there while this process places the batch
-        before it. None when the workers are gone, and while each has work (the round's
-        full-text index, the stage's writes): the batch would wait behind it, and the stage's
-        next write behind the batch, so the stage reads and tokenizes that batch itself. (The
-        workers index and write, and prefetch when free; the stage's process places. Asked of
-        a busy worker, batches came after PREFETCH_WAIT_S, were read here anyway, and the
-        worker then computed them for nothing: in the bench's 5000-feed cold round the
-        stage waited 0.35 s for each of 12 of them.)"""
+        before it. None when the workers are gone, and while each has work other than the
+        round's full-text index (a stage's write): the batch would wait behind it, and the
+        stage's next write behind the batch, so the stage reads and tokenizes that batch
+        itself. (The workers write, prefetch when free, and index when nothing else waits;
+        the stage's process places. Asked of a busy worker, batches came after
+        PREFETCH_WAIT_S, were read here anyway, and the worker then computed them for
+        nothing: in the bench's 5000-feed cold round the stage waited 0.35 s for each of 12 of
+        them, behind the index, which went first then. Now the index gives way to a task sent
+        behind it: see _worker_asked.)"""
         if self.busy():
             return None
         return self._submit(_worker_prefetch, ids, summary_tokens, summary_weight)
 
     def busy(self) -> bool:
-        """Whether every worker has a task at work or waiting."""
-        return len(self._pending()) >= self.processes
+        """Whether every worker has a task at work or waiting, the index apart when it gives
+        way (one worker: see _worker_asked)."""
+        pending = self._pending()
+        if self.asked is not None:
+            pending = [t for t in pending if t not in self.index_parts]
+        return len(pending) >= self.processes
 
     def _pending(self) -> list[Future]:
         """The tasks given to the workers that are not done (``tasks``, the done dropped)."""
@@ -383,6 +427,9 @@ class Offload:
         marks the pool lost (``_check``): the caller does that task, and the rest, itself."""
         if self.broken:
             return None
+        other = fn is not _worker_index and self.asked is not None
+        if other:
+            self.asked.value += 1  # (before the task can start)
         try:
             fut = self.pool.submit(fn, *args)
         except BrokenProcessPool:
@@ -390,21 +437,35 @@ class Offload:
             return None
         fut.add_done_callback(self._check)
         self._pending().append(fut)
+        if other:
+            fut.add_done_callback(self._uncount)
+            index = self.indexing
+            if index is not None and not index.done():
+                # the index stops for this task: what is left of it goes on after it
+                rest = self._submit(_worker_index)
+                if rest is not None:
+                    self.indexing = rest
+                    self.index_parts.add(rest)
         return fut
+
+    def _uncount(self, fut: Future) -> None:
+        """A task cancelled before it started never counts itself (see _worker_asked)."""
+        if fut.cancelled():
+            self.asked.value -= 1
 
     def _check(self, fut: Future) -> None:
         if not fut.cancelled() and isinstance(fut.exception(), BrokenProcessPool):
             self.lost()
 
     def indexed(self, future) -> bool:
-        """Wait for ``index_pending``'s work; False when it has to be done here."""
+        """Wait for ``index_pending``'s work (its last part); False when it has to be done
+        here."""
         if future is None:
             return False
         try:
-            future.result()
+            return bool(self.indexing.result() if self.indexing is not None else future.result())
         except BrokenProcessPool:
             return False
-        return True
 
     def lost(self) -> None:
         # (called from the pool's thread too: warned before ``broken`` says so, so that whoever

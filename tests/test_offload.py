@@ -482,3 +482,72 @@ def test_a_one_shot_round_clusters_in_the_process_that_read_the_snapshot(
     assert died.new_entries == 4 * outlets and died.clustered == 4 * outlets
     assert left is not None  # (clustered here)
     assert stories_died == stories_here
+
+
+def test_the_index_gives_way_to_a_task_sent_behind_it(tmp_path, monkeypatch):
+    """In a round's worker the full-text index stops for any task that waits behind it (the
+    round's process counts what it sends, the worker what it starts) and its rest goes on in
+    the task after that one: the clustering stage's batches and writes do not wait for it."""
+    from aggregator.store import open_store
+
+    from .test_search import fts_consistent, harbour_store
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    store, _ = harbour_store(tmp_path / "s.sqlite", 1200, now)
+    store.close()
+    # in this process, as the worker runs the tasks: the index, with one task asked behind it
+    worker_store = open_store(tmp_path / "s.sqlite")
+    asked = type("Shared", (), {"value": 0})()
+    monkeypatch.setattr(pipeline, "_worker_store", worker_store)
+    monkeypatch.setattr(pipeline, "_worker_asked", asked)
+    monkeypatch.setattr(pipeline, "_worker_started", 0)
+    monkeypatch.setattr(pipeline, "_worker_indexed", False)
+    asked.value = 1
+    assert pipeline._worker_index() is False  # stopped after its first chunk
+    assert fts_consistent(worker_store) == 500
+    pipeline._worker_task()  # that task starts
+    assert pipeline._worker_index() is True and fts_consistent(worker_store) == 1200
+    assert pipeline._worker_index() is True  # (a later part has nothing left to do)
+    worker_store.close()
+
+
+def test_a_round_worker_sends_the_rest_of_the_index_after_each_other_task(tmp_path):
+    from .test_search import fts_consistent, harbour_store
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    path = tmp_path / "s.sqlite"
+    store, _ = harbour_store(path, 3000, now)
+    off = pipeline.Offload(str(path), SETTINGS, 1)
+    try:
+        off.pool.submit(int).result(timeout=60)  # the worker is up
+        off.pool.submit(time.sleep, 0.5)  # and busy, so that what follows queues up
+        off.sent = 1  # (as if it had parsed the round's feeds)
+        first = off.index_pending()
+        assert off.indexing is first and not off.busy()  # the index alone gives way
+        batch = off.prefetch([1, 2, 3], 40, 0.5)
+        assert batch is not None  # not refused for the index
+        rest = off.indexing
+        assert rest is not first  # what is left of the index comes after the batch
+        assert [row[0] for row in batch.result(timeout=60)] == [1, 2, 3]
+        assert first.result(timeout=60) is False  # it stopped for the batch
+        assert off.indexed(first)  # (waits for the last part)
+        assert rest.result() is True
+    finally:
+        off.close()
+    assert fts_consistent(store) == 3000
+    store.close()
+
+
+def test_a_task_cancelled_before_it_starts_is_not_counted_as_asked(tmp_path):
+    off = pipeline.Offload(str(tmp_path / "s.sqlite"), SETTINGS, 1)
+    try:
+        off.asked.value = 3
+        cancelled = Future()
+        cancelled.cancel()
+        off._uncount(cancelled)
+        done = Future()
+        done.set_result(None)
+        off._uncount(done)
+        assert off.asked.value == 2
+    finally:
+        off.close()

@@ -274,3 +274,26 @@ def test_a_store_indexed_with_a_copy_of_the_text_is_indexed_again_without_it(tmp
     automerge = "SELECT v FROM entries_fts_config WHERE k = 'automerge'"
     assert store.db.execute(automerge).fetchone()[0] == 16
     store.close()
+
+
+def test_an_indexing_run_that_pauses_goes_on_where_it_stopped(tmp_path, monkeypatch):
+    """``index_pending(pause)`` commits what it indexed and stops when ``pause`` says so (a
+    round's worker lets other tasks go first); the next call goes on, and the mark moves only
+    once all are in: another process meanwhile sees the rest as still to index."""
+    from datetime import UTC, datetime
+
+    from aggregator.store import open_store, sqlite_search
+
+    monkeypatch.setattr(sqlite_search, "INDEX_TRANSACTION", 700)  # (chunks of 500, then 200)
+    now = datetime.now(UTC).replace(microsecond=0)
+    store, _ = harbour_store(tmp_path / "s.sqlite", 1800, now)
+    asked = []
+    assert store.index_pending(lambda: asked.append(1) or len(asked) == 2) is None
+    assert fts_consistent(store) == 700  # two chunks in, committed
+    other = open_store(tmp_path / "s.sqlite")
+    assert other.get_meta("fts_indexed_through") == "0"  # (the mark has not moved)
+    other.close()
+    assert store.index_pending(lambda: False) == 1100
+    assert fts_consistent(store) == 1800 and store.index_pending() == 0
+    assert len(store.search("harbour", limit=5000)) == 1800
+    store.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -128,7 +128,7 @@ class Store(Protocol):
     ) -> set[int]: ...
 
     # search and queries
-    def index_pending(self) -> int: ...
+    def index_pending(self, pause: Callable[[], bool] | None = None) -> int | None: ...
     def search(
         self, query: str, since: datetime | None = None, limit: int = 50
     ) -> list[SearchHit]: ...

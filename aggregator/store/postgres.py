@@ -277,7 +277,7 @@ class PostgresStore(SQLStore):
 
     # -- search ---------------------------------------------------------------------------------
 
-    def index_pending(self) -> int:
+    def index_pending(self, pause=None) -> int:
         return 0  # the tsvector column is computed as rows are written
 
     def purge_search_index(self) -> None:

@@ -7,7 +7,7 @@ changed, an entry deleted), which is rare."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from ..errors import SearchSyntaxError
@@ -24,7 +24,11 @@ INDEX_TRANSACTION = 10_000  # entries indexed per transaction (~0.3 s of holding
 class SearchMixin:
     db: sqlite3.Connection
 
-    def index_pending(self) -> int:
+    # an indexing run that paused (``index_pending``'s ``pause``): (the ids to index, how many
+    # of them are done, the mark to set once all are)
+    _index_run: tuple[list[int], int, int] | None = None
+
+    def index_pending(self, pause: Callable[[], bool] | None = None) -> int | None:
         """Index the entries that are not in the full-text index; returns how many. An entry
         is in it exactly when ``entries_fts_docsize`` has its row: the index reads its text
         from ``entries`` (external content, migration 9), and the store's triggers take an
@@ -34,23 +38,33 @@ class SearchMixin:
         and what is in the index already is left as it is. One transaction per
         INDEX_TRANSACTION entries, so that another writer (the clustering stage, while a
         worker process indexes) never waits long; the mark moves only once all of them are
-        in, so a crash midway means looking at those entries again, not missing them."""
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'fts_indexed_through'")
-        mark = int(row.fetchone()[0])
-        top = self.db.execute("SELECT max(last_changed) FROM entries").fetchone()[0]
-        if top is None or top < mark:
-            return 0
-        ids = [
-            r[0]
-            for r in self.db.execute(
-                "SELECT id FROM entries e WHERE last_changed >= ?"
-                " AND NOT EXISTS (SELECT 1 FROM entries_fts_docsize d WHERE d.id = e.id)",
-                (mark,),
-            )
-        ]
+        in, so a crash midway means looking at those entries again, not missing them.
+
+        ``pause`` is asked between chunks of 500 entries: when it says so, what is indexed is
+        committed and the run stops, returning None; the next call goes on where it stopped
+        (a round's worker lets the clustering stage's other work go first, see
+        pipeline.Offload)."""
+        if self._index_run is None:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'fts_indexed_through'")
+            mark = int(row.fetchone()[0])
+            top = self.db.execute("SELECT max(last_changed) FROM entries").fetchone()[0]
+            if top is None or top < mark:
+                return 0
+            ids = [
+                r[0]
+                for r in self.db.execute(
+                    "SELECT id FROM entries e WHERE last_changed >= ?"
+                    " AND NOT EXISTS (SELECT 1 FROM entries_fts_docsize d WHERE d.id = e.id)",
+                    (mark,),
+                )
+            ]
+            self._index_run = (ids, 0, top)
+        ids, at, top = self._index_run
+        self._index_run = None
         indexed = 0
-        for start in range(0, len(ids), INDEX_TRANSACTION):
-            batch = ids[start : start + INDEX_TRANSACTION]
+        while at < len(ids):
+            batch = ids[at : at + INDEX_TRANSACTION]
+            paused = False
             with self._write() as db:
                 for i in range(0, len(batch), 500):
                     chunk = batch[i : i + 500]
@@ -63,6 +77,13 @@ class SearchMixin:
                         " AND NOT EXISTS (SELECT 1 FROM entries_fts_docsize d WHERE d.id = e.id)",
                         chunk,
                     ).rowcount
+                    at += len(chunk)
+                    if pause is not None and at < len(ids) and pause():
+                        paused = True
+                        break
+            if paused:
+                self._index_run = (ids, at, top)
+                return None
         with self._write() as db:
             db.execute(
                 "UPDATE meta SET value = ? WHERE key = 'fts_indexed_through'"
