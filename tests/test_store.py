@@ -81,6 +81,31 @@ def test_full_text_index_merges_sixteen_segments_at_a_time(tmp_path):
     s.close()
 
 
+def test_a_storys_aggregates_are_read_from_the_index_alone(tmp_path):
+    """Migration 10 makes the index of entries by story carry the members' times, ids and
+    feeds: refreshing a story's counts and span reads it alone, not each member's wide row. A
+    store from before it gets the index when it is opened."""
+    aggregates = (
+        "EXPLAIN QUERY PLAN SELECT count(*), count(DISTINCT feed_id), min(published),"
+        " max(published) FROM entries WHERE story_id = ?"
+    )
+
+    def covered(s) -> bool:
+        return any("COVERING INDEX entries_story" in r[3] for r in s.db.execute(aggregates, (1,)))
+
+    s = SQLiteStore(tmp_path / "s.sqlite")
+    assert covered(s)
+    s.db.execute("DROP INDEX entries_story")  # as migration 1 made it
+    s.db.execute("CREATE INDEX entries_story ON entries (story_id) WHERE story_id IS NOT NULL")
+    s.db.execute("DELETE FROM schema_migrations WHERE version = 10")
+    s.db.commit()
+    assert not covered(s)
+    s.close()
+    s = SQLiteStore(tmp_path / "s.sqlite")
+    assert covered(s)
+    s.close()
+
+
 def test_newer_store_is_refused(tmp_path):
     s = SQLiteStore(tmp_path / "s.sqlite")
     s.db.execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)")

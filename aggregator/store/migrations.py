@@ -215,3 +215,22 @@ MIGRATIONS.append(
         """,
     )
 )
+
+# The index of entries by story carries what a story's aggregates are computed from (its
+# members' times, ids and feeds): refreshing a written batch's stories (apply_clustering's
+# _refresh_stories: count, sources, first and last time, earliest member) reads the index
+# alone instead of each member's row, a random read in the table of wide rows. Writing the
+# 5000-feed bench's 252,500 assignments 30,000 at a time (the worker's writes at that size):
+# 7.42 / 7.46 s before, 5.11 / 5.16 s after; the 1000-feed bench's 50,500, 10,000 at a time:
+# 0.99 / 1.01 s, 0.81 / 0.83 s.
+MIGRATIONS.append(
+    (
+        10,
+        "index of entries by story covers the stories' aggregates",
+        """
+        DROP INDEX entries_story;
+        CREATE INDEX entries_story ON entries (story_id, published, id, feed_id)
+            WHERE story_id IS NOT NULL
+        """,
+    )
+)
