@@ -106,6 +106,39 @@ def test_a_storys_aggregates_are_read_from_the_index_alone(tmp_path):
     s.close()
 
 
+def test_migrations_do_not_zero_the_pages_they_free(tmp_path):
+    """SQLite built with secure_delete on (Debian's) zeroes every page a DROP TABLE frees, and
+    holds them all in memory until the commit: migration 9's drop of the full-text index's
+    copy of the text took 597 MB of RSS on a 1,000,000-entry store. Migrations run with
+    secure_delete FAST (freed pages left as they are); the connection's setting comes back
+    after them."""
+    import sqlite3
+
+    path = tmp_path / "s.sqlite"
+    s = SQLiteStore(path)
+    before = s.db.execute("PRAGMA secure_delete").fetchone()[0]
+    s.close()
+    with sqlite3.connect(path) as db:  # version 8's full-text table, with a text of its own
+        db.executescript(
+            """
+            DROP TRIGGER entries_fts_changed;
+            DROP TRIGGER entries_fts_deleted;
+            DROP TABLE entries_fts;
+            CREATE VIRTUAL TABLE entries_fts USING fts5(title, summary);
+            DELETE FROM schema_migrations WHERE version >= 9;
+            """
+        )
+        db.executemany(
+            "INSERT INTO entries_fts (rowid, title, summary) VALUES (?, ?, ?)",
+            [(i, f"qqmarkerqq {i}", "x" * 2000) for i in range(50)],
+        )
+    s = SQLiteStore(path)
+    assert s.db.execute("PRAGMA secure_delete").fetchone()[0] == before
+    s.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    s.close()
+    assert b"qqmarkerqq" in path.read_bytes()  # the dropped table's pages, not zeroed
+
+
 def test_newer_store_is_refused(tmp_path):
     s = SQLiteStore(tmp_path / "s.sqlite")
     s.db.execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
