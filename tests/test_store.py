@@ -187,6 +187,23 @@ def test_entries_inserted_then_updated_not_duplicated(store):
     assert {r.title for r in rows} == {"Changed", "Title 2", "Title 3"}
 
 
+def test_the_store_keeps_an_entrys_text_not_its_html(store):
+    """No query, export or page reads an entry's HTML summary, and it was a third of the
+    store: only the text is kept. An entry an older version stored with its HTML loses it
+    when it changes."""
+    html = "SELECT id FROM entries WHERE summary_html IS NOT NULL ORDER BY id"
+    f = store.add_feed("https://x.example/feed", None, NOW)
+    store.write_feed_result(ok(f.id), PARSED, [entry(f.id, 1), entry(f.id, 2)], None, NOW)
+    assert store.db.execute(html).fetchall() == []
+    assert {r.summary for r in store.entries(limit=10)} == {"s"}
+    ids = [r[0] for r in store.db.execute("SELECT id FROM entries ORDER BY id").fetchall()]
+    store.db.execute("UPDATE entries SET summary_html = '<p>old</p>'")  # (an older version's)
+    getattr(store.db, "commit", lambda: None)()  # (PostgreSQL's commits by itself)
+    w = store.write_feed_result(ok(f.id), PARSED, [entry(f.id, 1, "Changed")], None, NOW)
+    assert w.updated == 1
+    assert [r[0] for r in store.db.execute(html).fetchall()] == ids[1:]
+
+
 def test_feed_removal_cascades_to_entries(store):
     f = store.add_feed("https://x.example/feed", None, NOW)
     store.write_feed_result(ok(f.id), PARSED, [entry(f.id, 1)], None, NOW)

@@ -286,6 +286,10 @@ class SQLStore(StoryStoreMixin):
             for key, eid, h in db.execute(q, (feed_id, *chunk)):
                 existing[key] = (eid, h)
         inserts, updates = [], []
+        # The text is kept, not the HTML it was read from (``summary_html`` stays NULL): no
+        # query, export or page reads it, and it was a third of the store (the 5000-feed
+        # bench's cold round: 659 MB with it, 413 MB without; 31.0 / 31.7 s, 30.1 / 29.3 s).
+        # Its changes still count as the entry's (``content_hash`` covers it).
         for e in entries:
             row = (
                 e.guid,
@@ -293,7 +297,6 @@ class SQLStore(StoryStoreMixin):
                 e.link,
                 e.title,
                 e.summary,
-                e.summary_html,
                 e.author,
                 _ts(e.published),
                 _ts(e.updated),
@@ -306,16 +309,16 @@ class SQLStore(StoryStoreMixin):
                 updates.append((*row, now_ts, old[0]))
         if inserts:
             db.executemany(
-                "INSERT INTO entries (feed_id, key, guid, url, link, title, summary, summary_html,"
+                "INSERT INTO entries (feed_id, key, guid, url, link, title, summary,"
                 " author, published, updated, content_hash, first_seen, last_changed)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (feed_id, key) DO NOTHING",  # written meanwhile by another worker
                 inserts,
             )
         if updates:
             db.executemany(
                 "UPDATE entries SET guid = ?, url = ?, link = ?, title = ?, summary = ?,"
-                " summary_html = ?, author = ?, published = ?, updated = ?, content_hash = ?,"
+                " summary_html = NULL, author = ?, published = ?, updated = ?, content_hash = ?,"
                 " last_changed = ? WHERE id = ?",
                 updates,
             )
