@@ -460,10 +460,10 @@ class Offload:
     def indexed(self, future) -> bool:
         """Wait for ``index_pending``'s work (its last part); False when it has to be done
         here."""
-        if future is None:
+        if future is None or self.indexing is None:
             return False
         try:
-            return bool(self.indexing.result() if self.indexing is not None else future.result())
+            return bool(self.indexing.result())  # (``future`` is its first part)
         except BrokenProcessPool:
             return False
 

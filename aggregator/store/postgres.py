@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime
 from functools import lru_cache
@@ -277,7 +278,7 @@ class PostgresStore(SQLStore):
 
     # -- search ---------------------------------------------------------------------------------
 
-    def index_pending(self, pause=None) -> int:
+    def index_pending(self, pause: Callable[[], bool] | None = None) -> int:
         return 0  # the tsvector column is computed as rows are written
 
     def purge_search_index(self) -> None:
