@@ -425,6 +425,41 @@ def test_clustered_since_reads_the_window_in_chunks_in_clustering_order(store):
         assert list(store.clustered_since(since, chunk=chunk)) == whole
 
 
+def test_writing_assignments_creates_grows_merges_and_skips_stories(store):
+    """One write per story row: a new story is created with its aggregates (made now), a
+    story that grows keeps when it was made, a story merged into another in the same write is
+    gone, and a story whose only entry another process placed first gets no row."""
+    f = store.add_feed("https://x.example/feed", None, NOW)
+    entries = [entry(f.id, i) for i in range(6)]  # Title i, published i minutes ago
+    store.write_feed_result(ok(f.id), PARSED, entries, None, NOW)
+    ids = {item.title: item.entry_id for item in store.unclustered()}
+    gen = store.cluster_generation()
+    store.apply_clustering(
+        [(ids["Title 2"], 10, 0.9, "new"), (ids["Title 4"], 10, 0.5, "joined")], [], NOW, gen
+    )
+    later = NOW + timedelta(hours=1)
+    store.apply_clustering(
+        [
+            (ids["Title 1"], 10, 0.4, "joined"),  # story 10 grows
+            (ids["Title 0"], 11, 1.0, "new"),  # story 11, new
+            (ids["Title 5"], 12, 1.0, "new"),  # story 12, new, merged into 10 below
+            (ids["Title 2"], 13, 1.0, "new"),  # already placed: story 13 never has an entry
+        ],
+        [(12, 10)],
+        later,
+        gen,
+    )
+    rows = store.db.execute(
+        "SELECT id, created_at, entry_count, source_count, first_seen, last_updated,"
+        " rep_entry_id, title FROM stories ORDER BY id"
+    ).fetchall()
+    ts = int(NOW.timestamp())
+    assert [tuple(r) for r in rows] == [
+        (10, ts, 4, 1, ts - 5 * 60, ts - 60, ids["Title 5"], "Title 5"),
+        (11, ts + 3600, 1, 1, ts, ts, ids["Title 0"], "Title 0"),
+    ]
+
+
 def test_the_queue_gives_ids_in_clustering_order_and_items_in_the_order_asked(store):
     """``unclustered_ids``: the entries without a story, by (published, id), whatever order
     they were written in; ``unclustered_items``: those of the ids given that are still without

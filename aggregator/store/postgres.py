@@ -247,7 +247,8 @@ class PostgresStore(SQLStore):
             (sids, scores, reasons, eids),
         )
 
-    def _refresh_stories(self, db, ids) -> None:
+    def _refresh_stories(self, db, ids, now_ts: int) -> None:
+        # (every story has its row: _assign inserted the new ones)
         ids = sorted(set(ids))
         if not ids:
             return
