@@ -56,6 +56,11 @@ def test_wal_foreign_keys_and_migrations_recorded(tmp_path):
     assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 8192
     assert store.db.execute("PRAGMA journal_size_limit").fetchone()[0] == 64 * 1024 * 1024
     assert store.schema_version() == max(v for v, _, _ in MIGRATIONS)
+    indexes = {
+        r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'entries'")
+    }
+    assert "entries_url" not in indexes  # (migration 11: no query read it)
+    assert {"entries_published", "entries_queue", "entries_story"} <= indexes
 
 
 def test_reopening_applies_nothing_twice(tmp_path):

@@ -127,3 +127,6 @@ PG_MIGRATIONS.append(
         """,
     )
 )
+
+# The index of entries by URL was never read (see the SQLite store's migration 11).
+PG_MIGRATIONS.append((3, "no index of entries by URL", "DROP INDEX IF EXISTS entries_url"))
