@@ -551,3 +551,23 @@ def test_a_task_cancelled_before_it_starts_is_not_counted_as_asked(tmp_path):
         assert off.asked.value == 2
     finally:
         off.close()
+
+
+def test_the_pipes_to_and_from_a_worker_hold_a_prefetched_batch_in_few_reads(tmp_path):
+    """A prefetched batch's features (megabytes) come back through the pool's result pipe,
+    read on its manager thread, one read per pipeful and a wait for the GIL before each: the
+    pipes hold PIPE_BYTES, not 64 KB (see pipeline._widen_pipes)."""
+    fcntl = pytest.importorskip("fcntl")
+    if not hasattr(fcntl, "F_GETPIPE_SZ"):
+        pytest.skip("no F_GETPIPE_SZ on this platform")
+    with open("/proc/sys/fs/pipe-max-size") as f:
+        if int(f.read()) < pipeline.PIPE_BYTES:
+            pytest.skip("this system's pipe-max-size is below PIPE_BYTES")
+    off = pipeline.Offload(str(tmp_path / "s.sqlite"), SETTINGS, 1)
+    try:
+        for end in (off.pool._result_queue._reader, off.pool._call_queue._reader):
+            assert fcntl.fcntl(end.fileno(), fcntl.F_GETPIPE_SZ) == pipeline.PIPE_BYTES
+        big = off.pool.submit(bytes, 3 * pipeline.PIPE_BYTES).result(timeout=60)
+        assert big == bytes(3 * pipeline.PIPE_BYTES)
+    finally:
+        off.close()
