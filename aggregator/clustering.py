@@ -461,8 +461,16 @@ class ClusteringStage:
                         continue
                     if not pending:
                         if save_ahead and self.unsaved:
-                            settle()
-                            send()  # the last write, in flight while the body is written
+                            # the body is written while the last write is in flight: the one
+                            # in flight already, when nothing placed waits; else the rest,
+                            # sent once the one in flight is done (the last batch's write
+                            # was most often in flight here already, and waiting for it
+                            # before the body kept the process 0.24 s longer in a traced
+                            # cold round of 1000 feeds)
+                            send()
+                            if out_n:
+                                settle()
+                                send()
                             self._write_ahead(store)
                         flush()
                         break

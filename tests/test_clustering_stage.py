@@ -475,6 +475,49 @@ def test_a_snapshot_written_ahead_is_finished_by_save_or_written_again(tmp_path)
     store.close()
 
 
+def test_the_snapshot_body_is_written_while_the_last_write_is_in_flight(tmp_path):
+    """When the last batch's write is already in flight as placing ends, the body is written
+    at once, not after that write (which then finishes meanwhile). Here that write waits for
+    the body to appear: had the stage waited for the write first, it would wait in vain."""
+    import threading
+    from concurrent.futures import Future
+
+    db = tmp_path / "inflight.sqlite"
+    store = fill(str(db))
+    last = store.unclustered_ids()[-1]
+    waited: list[bool] = []
+
+    def apply(rows, merged, now, generation):
+        fut: Future = Future()
+
+        def write() -> None:
+            if any(r[0] == last for r in rows):  # the last batch's, sent once it is placed
+                deadline = time.monotonic() + 10
+                while not list(tmp_path.glob("*.tmp")) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                waited.append(bool(list(tmp_path.glob("*.tmp"))))
+            writer = open_store(str(db))
+            try:
+                fut.set_result(writer.apply_clustering(rows, merged, now, generation))
+            finally:
+                writer.close()
+
+        if any(r[0] == last for r in rows):
+            threading.Thread(target=write).start()
+        else:  # the others are done before the next batch is placed
+            write()
+        return fut
+
+    stage = ClusteringStage()
+    stage.run(store, NOW, batch=7, apply=apply, save_ahead=True)
+    assert waited == [True]  # the body came while the last write waited for it
+    assert stage.save(store)
+    assert stories(store) == expected()
+    again = ClusteringStage()
+    assert again.preload(store)
+    store.close()
+
+
 def test_a_snapshot_of_the_previous_format_is_not_read(tmp_path):
     store = fill(str(tmp_path / "old.sqlite"))
     stage = ClusteringStage()
