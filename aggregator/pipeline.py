@@ -17,6 +17,7 @@ round. ``clock`` is the only source of time; the pure stages get ``now`` from it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -285,29 +286,27 @@ def _worker_cluster(now: datetime) -> ClusterSummary:
     return summary
 
 
-PIPE_BYTES = 1 << 20  # what a pipe between the round's process and its worker holds
+PIPE_BYTES = 1 << 20  # what the pipe of results from a round's workers holds
 
 
-def _widen_pipes(pool) -> None:
-    """Let the pool's two pipes (tasks to its workers, results back) hold PIPE_BYTES, not
-    Linux's 64 KB. This process reads a result on the pool's manager thread, one read per
-    pipeful, and each read waits for the GIL, which the clustering stage holds while it places
-    a batch (for up to the 5 ms switch interval, until the compiled clusterer next runs
-    Python code): a prefetched batch's features (10,000 entries, megabytes) came back in
-    64 KB pieces, and the worker sat idle meanwhile: 0.27-0.34 s after each prefetch in a
-    traced 1000-feed cold round here, 0.04-0.08 s with 1 MB pipes. A platform without
-    F_SETPIPE_SZ (or a pool without these queues) keeps its pipes as they are."""
+def _widen_result_pipe(pool) -> None:
+    """Let the pool's pipe of results hold PIPE_BYTES, not Linux's 64 KB. This process reads
+    a result on the pool's manager thread, one read per pipeful, and each read waits for the
+    GIL, which the clustering stage holds while it places a batch (for up to the 5 ms switch
+    interval, until the compiled clusterer next runs Python code): a prefetched batch's
+    features (10,000 entries, megabytes) came back in 64 KB pieces, and the worker sat idle
+    meanwhile: 0.27-0.34 s after each prefetch in a traced 1000-feed cold round here,
+    0.04-0.08 s with a 1 MB pipe. A platform without F_SETPIPE_SZ (or a pool without this
+    queue) keeps its pipe as it is. (The pipe of tasks, widened too, made no difference
+    measured: its writer, a thread of this process, waits for the worker without the GIL.)"""
     import fcntl
 
     size = getattr(fcntl, "F_SETPIPE_SZ", None)
     if size is None:  # pragma: no cover - not Linux
         return
-    try:
-        ends = (pool._result_queue._reader, pool._call_queue._reader)
-        for end in ends:
-            fcntl.fcntl(end.fileno(), size, PIPE_BYTES)
-    except (AttributeError, OSError):  # (a limit below PIPE_BYTES: pipe-max-size)
-        pass
+    # (OSError: a limit below PIPE_BYTES, /proc/sys/fs/pipe-max-size)
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(pool._result_queue._reader.fileno(), size, PIPE_BYTES)
 
 
 class Offload:
@@ -328,7 +327,7 @@ class Offload:
             initargs=(target, settings, self.asked),
         )
         self.pool = ProcessPoolExecutor(processes, **self._pool_args)
-        _widen_pipes(self.pool)
+        _widen_result_pipe(self.pool)
         self.indexing: Future | None = None  # the index's last part given to a worker
         self.index_parts: set[Future] = set()  # and all its parts
         self.processes = processes
@@ -340,6 +339,7 @@ class Offload:
         self.cluster_there = False
         self.cluster_pool = None
         self.tasks: list[Future] = []  # what the workers were given and may not have done
+        self.writes: dict[Future, int] = {}  # of those, the stage's writes: their rows
 
     @classmethod
     def for_round(cls, store: Store, settings: Settings, feeds: int) -> Offload | None:
@@ -415,7 +415,10 @@ class Offload:
     ) -> Future | None:
         """Write a clustering batch's stories in a worker (ClusteringStage's ``apply``): the
         store's work overlaps the placing of the next batch. None when the workers are gone."""
-        return self._submit(_worker_apply, rows, merged, now, generation)
+        fut = self._submit(_worker_apply, rows, merged, now, generation)
+        if fut is not None:
+            self.writes[fut] = len(rows)
+        return fut
 
     def prefetch(
         self, ids: Sequence[int], summary_tokens: int, summary_weight: float
@@ -430,22 +433,32 @@ class Offload:
         PREFETCH_WAIT_S, were read here anyway, and the worker then computed them for
         nothing: in the bench's 5000-feed cold round the stage waited 0.35 s for each of 12 of
         them, behind the index, which went first then. Now the index gives way to a task sent
-        behind it: see _worker_asked.)"""
-        if self.busy():
+        behind it: see _worker_asked.)
+        A batch may wait behind writes of as many rows as it has entries, in all (one worker):
+        writing a row takes about half as long as preparing an entry, so it is still ready
+        when the batch before it is placed. Refused behind the write of a batch of 2,000
+        (0.04 s of work), the third batch of a traced 1000-feed cold round was read here: 0.15
+        s of this process's time, with the worker idle."""
+        if self.busy(behind=len(ids)):
             return None
         return self._submit(_worker_prefetch, ids, summary_tokens, summary_weight)
 
-    def busy(self) -> bool:
+    def busy(self, behind: int = 0) -> bool:
         """Whether every worker has a task at work or waiting, the index apart when it gives
-        way (one worker: see _worker_asked)."""
+        way (one worker: see _worker_asked), and writes of at most ``behind`` rows in all
+        too."""
         pending = self._pending()
         if self.asked is not None:
             pending = [t for t in pending if t not in self.index_parts]
+            if behind and sum(self.writes.get(t, behind + 1) for t in pending) <= behind:
+                return False
         return len(pending) >= self.processes
 
     def _pending(self) -> list[Future]:
         """The tasks given to the workers that are not done (``tasks``, the done dropped)."""
         self.tasks = [t for t in self.tasks if not t.done()]
+        if self.writes:
+            self.writes = {t: n for t, n in self.writes.items() if not t.done()}
         return self.tasks
 
     def _submit(self, fn, *args) -> Future | None:

@@ -250,22 +250,25 @@ def test_batches_read_ahead_in_the_worker_store_the_stories_read_here(
 
 def test_with_a_prefetch_the_first_batch_is_a_short_one(db_target, offload, monkeypatch):
     """The first batch is read and tokenized here while the worker prepares the next: it is
-    FIRST_BATCH entries, so that the worker's share is most of the round's."""
+    FIRST_BATCH entries, so that the worker's share is most of the round's; each batch after
+    it is twice the one before (ready when that one is placed), up to the batch size."""
     from aggregator import clustering
 
     monkeypatch.setattr(clustering, "FIRST_BATCH", 3)
     monkeypatch.setattr(clustering, "PREFETCH_WAIT_S", 60.0)
     store = fill(db_target)
-    reads, got = _count_reads(store, monkeypatch), []
+    reads, asked, got = _count_reads(store, monkeypatch), [], []
 
     def prefetch(ids, tokens, weight):
+        asked.append(len(ids))
         fut = offload.prefetch(ids, tokens, weight)
         fut.add_done_callback(lambda f: got.append(len(f.result())))
         return fut
 
     summary = ClusteringStage().run(store, NOW, batch=10, prefetch=prefetch)
-    assert [len(r[0]) for r in reads] == [3]  # here: 3 entries; in the worker: 9 x 10, then 7
-    assert sorted(got) == [7] + [10] * 9
+    assert [len(r[0]) for r in reads] == [3]  # here: 3 entries; in the worker the other 97
+    assert asked == [6] + [10] * 9 + [1]
+    assert sorted(got) == sorted(asked)
     assert summary.entries == EVENTS * OUTLETS
     assert store.unclustered() == [] and stories(store) == expected()
     store.close()

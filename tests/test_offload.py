@@ -553,10 +553,10 @@ def test_a_task_cancelled_before_it_starts_is_not_counted_as_asked(tmp_path):
         off.close()
 
 
-def test_the_pipes_to_and_from_a_worker_hold_a_prefetched_batch_in_few_reads(tmp_path):
+def test_the_pipe_from_a_worker_holds_a_prefetched_batch_in_few_reads(tmp_path):
     """A prefetched batch's features (megabytes) come back through the pool's result pipe,
     read on its manager thread, one read per pipeful and a wait for the GIL before each: the
-    pipes hold PIPE_BYTES, not 64 KB (see pipeline._widen_pipes)."""
+    pipe holds PIPE_BYTES, not 64 KB (see pipeline._widen_result_pipe)."""
     fcntl = pytest.importorskip("fcntl")
     if not hasattr(fcntl, "F_GETPIPE_SZ"):
         pytest.skip("no F_GETPIPE_SZ on this platform")
@@ -565,9 +565,36 @@ def test_the_pipes_to_and_from_a_worker_hold_a_prefetched_batch_in_few_reads(tmp
             pytest.skip("this system's pipe-max-size is below PIPE_BYTES")
     off = pipeline.Offload(str(tmp_path / "s.sqlite"), SETTINGS, 1)
     try:
-        for end in (off.pool._result_queue._reader, off.pool._call_queue._reader):
-            assert fcntl.fcntl(end.fileno(), fcntl.F_GETPIPE_SZ) == pipeline.PIPE_BYTES
+        end = off.pool._result_queue._reader
+        assert fcntl.fcntl(end.fileno(), fcntl.F_GETPIPE_SZ) == pipeline.PIPE_BYTES
         big = off.pool.submit(bytes, 3 * pipeline.PIPE_BYTES).result(timeout=60)
         assert big == bytes(3 * pipeline.PIPE_BYTES)
+    finally:
+        off.close()
+
+
+def test_a_batch_may_wait_behind_writes_no_longer_than_itself(tmp_path):
+    """The worker prepares an entry in about twice the time it writes a row: a batch asked for
+    behind writes of at most as many rows as it has entries (in all) is asked of it; behind
+    longer writes, or other work, the stage reads the batch itself."""
+    off = pipeline.Offload(str(tmp_path / "s.sqlite"), SETTINGS, 1)
+    try:
+        write = Future()  # (a write of 100 rows, at work)
+        off.tasks.append(write)
+        off.writes[write] = 100
+        assert off.busy() and off.busy(behind=99)
+        assert not off.busy(behind=100)
+        second = Future()
+        off.tasks.append(second)
+        off.writes[second] = 50
+        assert off.busy(behind=149) and not off.busy(behind=150)
+        other = Future()  # any other task
+        off.tasks.append(other)
+        assert off.busy(behind=10**6)
+        for f in (write, second, other):
+            f.set_result(None)
+        assert not off.busy() and off.writes == {}
+        batch = off.prefetch([1, 2, 3], 40, 0.5)  # (asked of the worker: nothing is ahead)
+        assert batch is not None and batch.result(timeout=60) == []
     finally:
         off.close()
