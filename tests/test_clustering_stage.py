@@ -492,9 +492,10 @@ def test_the_snapshot_body_is_written_while_the_last_write_is_in_flight(tmp_path
 
     def apply(rows, merged, now, generation):
         fut: Future = Future()
+        final = any(r[0] == last for r in rows)  # the last batch's, sent once it is placed
 
         def write() -> None:
-            if any(r[0] == last for r in rows):  # the last batch's, sent once it is placed
+            if final:
                 deadline = time.monotonic() + 10
                 while not list(tmp_path.glob("*.tmp")) and time.monotonic() < deadline:
                     time.sleep(0.01)
@@ -505,7 +506,7 @@ def test_the_snapshot_body_is_written_while_the_last_write_is_in_flight(tmp_path
             finally:
                 writer.close()
 
-        if any(r[0] == last for r in rows):
+        if final:
             threading.Thread(target=write).start()
         else:  # the others are done before the next batch is placed
             write()
