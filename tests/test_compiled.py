@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -305,27 +306,44 @@ def _builds() -> list:
 )
 def test_packed_features_unpack_to_the_same_features(title, summary, k, weight):
     """A round's worker computes the features of the clustering stage's next batch and sends
-    them packed (ClusteringStage's ``prefetch``): what is unpacked must be what the clusterer
-    would have computed, in order, its summary tokens weighing the very object it passes."""
+    them packed (ClusteringStage's ``prefetch``): what the clusterer unpacks must be what it
+    would have computed, in order, its summary tokens weighing the very object of its settings,
+    each token with its record."""
     weight = float(str(weight))  # (an object of its own)
-    for build in _builds():
-        f = build.features(title, summary, k, weight)
-        g = build.unpack(build.pack(f), weight)
-        assert _seen(g) == _seen(f)
-        assert all(w == 1.0 or w is weight for w in g.weights.values())
+    for tb in _builds():
+        f = tb.features(title, summary, k, weight)
+        for cb in _cluster_builds():
+            c = cb.Clusterer(cb.ClusterSettings(summary_weight=weight))
+            g, recs = c._unpack(tb.pack(f))
+            assert _seen(g) == _seen(f)
+            assert all(w == 1.0 or w is weight for w in g.weights.values())
+            assert [r.tok for r in recs] == list(g.weights)
+            assert all(c.stats[tok] is r for tok, r in zip(g.weights, recs, strict=True))
 
 
-def test_unpacked_tokens_are_the_ones_term_gives():
-    """The clusterer keeps each token in every story and index that has it: one string object
-    per token, or memory grows by a copy per entry (100 MB for the bench's 50,500 entries)."""
+def test_unpacked_tokens_are_the_clusterer_s_own_strings():
+    """The clusterer keeps each token in every story that has it: one string object per token
+    (its record's), or memory grows by a copy per entry (100 MB for the bench's 50,500 entries).
+    Two entries with the same words, unpacked from strings of their own, share their tokens
+    with each other and with the stories they make."""
     title, summary = "Harbour strikes spread to three ports", "Dockers walk out over pay rosters"
-    for build in _builds():
-        f = build.features(title, summary)
-        packed = build.pack(f)
-        one, two = build.unpack(packed), build.unpack(build.pack(build.features(title, summary)))
-        assert list(one.weights) == list(f.weights)
-        for a, b, c in zip(f.weights, one.weights, two.weights, strict=True):
-            assert a is b is c
+    for tb in _builds():
+        for cb in _cluster_builds():
+            c = cb.Clusterer()
+            packed = tb.pack(tb.features(title, summary))
+            made = c.add(cb.Item(1, "s", None, "", "", datetime(2026, 1, 1, tzinfo=UTC), packed))
+            story = c.stories[made.story_id].single
+            # (each unpack splits strings of its own: its tokens are new objects)
+            one, _ = c._unpack(tb.pack(tb.features(title, summary)))
+            two, _ = c._unpack(tb.pack(tb.features(title, summary)))
+            assert list(one.weights) == list(two.weights) == list(story)
+            for a, b, s in zip(one.weights, two.weights, story, strict=True):
+                assert a is b is s is c.stats[a].tok
+
+
+def _cluster_builds() -> list:
+    """cluster.py's builds: the pure module, and the compiled one when it is in use."""
+    return [pure_module(cluster)] + ([cluster] if cluster.IMPLEMENTATION == "compiled" else [])
 
 
 def test_packed_features_of_real_headlines_unpack_alike():
@@ -337,9 +355,10 @@ def test_packed_features_of_real_headlines_unpack_alike():
         with lines.open(encoding="utf-8") as f:
             texts += [(d["title"], d.get("summary") or "") for d in map(json.loads, f)]
     for build in _builds():
+        c = cluster.Clusterer()
         for title, summary in texts:
             f = build.features(title, summary)
-            assert _seen(build.unpack(build.pack(f))) == _seen(f)
+            assert _seen(c._unpack(build.pack(f))[0]) == _seen(f)
 
 
 def test_items_with_packed_features_are_placed_as_their_text_is():

@@ -44,6 +44,10 @@ cdef class TokenStats:
     cdef public Py_ssize_t sf
     cdef public double idf
     cdef public Py_ssize_t epoch
+    cdef public str tok
+    cdef public list posting
+    cdef public Py_ssize_t stale
+    cdef public double w
 
 
 # the snapshot's chunks (typed: the arrays are read in place, a story's fields set directly)
@@ -83,17 +87,15 @@ cpdef _unpack_stories(tuple chunk, list table, dict stories)
 
 
 @cython.locals(k=Py_ssize_t, m=Py_ssize_t, o=Py_ssize_t, toks="unsigned int[:]",
-               lens="long long[:]", new=list)
-cpdef _unpack_postings(tuple chunk, list table, dict stories, dict postings)
+               lens="long long[:]", new=list, r=TokenStats)
+cpdef Py_ssize_t _unpack_postings(tuple chunk, list table, dict stories, dict stats) except -1
 
 
 cdef class Clusterer:
     cdef public object s
     cdef public dict stories
-    cdef public dict postings
     cdef public Py_ssize_t _index_cap
     cdef public dict stats
-    cdef public dict _stale
     cdef public dict url_story
     cdef public dict merged_into
     cdef public set blocked
@@ -119,6 +121,13 @@ cdef class Clusterer:
 
     cpdef TokenStats _looked_up(self, str token)
 
+    @cython.locals(stats=dict, weights=dict, recs=list, r=TokenStats, s=str, title=str,
+                   summary=str)
+    cpdef tuple _unpack(self, tuple packed)
+
+    @cython.locals(stats=dict, weights=dict, recs=list, r=TokenStats)
+    cpdef list _records(self, f)
+
     cpdef bint _active(self, StoryState st, double t)
 
     @cython.locals(n=Py_ssize_t, cut=double)
@@ -135,20 +144,21 @@ cdef class Clusterer:
                    to=double, score=double, gap_h=double, best_score=double,
                    max_post=Py_ssize_t, n=Py_ssize_t, o=StoryState, stats=dict, stamp=Py_ssize_t,
                    touched=list, single_full=bint, oc=double, otok=dict, tokens=dict,
-                   r=TokenStats)
+                   r=TokenStats, posting=list)
     cpdef tuple _best_merge(self, StoryState st, double t)
 
-    @cython.locals(total=double, w=double, unseen=double, fw=double, iw=double, stats=dict,
-                   r=TokenStats, epoch=Py_ssize_t)
-    cpdef tuple _weights(self, f)
+    @cython.locals(total=double, w=double, unseen=double, fw=double, iw=double,
+                   r=TokenStats, epoch=Py_ssize_t, i=Py_ssize_t, weights=dict)
+    cpdef tuple _weights(self, f, list recs)
 
     @cython.locals(total=double, kappa=double, skipped=double, w=double, share=double, a=double,
                    bound=double, floor=double, exact=double, best_score=double, score=double,
                    lookups=Py_ssize_t, max_post=Py_ssize_t, max_lookups=Py_ssize_t, st=StoryState, n=Py_ssize_t,
                    c=double, single_full=bint, stamp=Py_ssize_t, touched=list, tokens=dict,
                    single=tuple, n_title=Py_ssize_t, i=Py_ssize_t, looked=set,
-                   weights=dict, stats=dict, r=TokenStats, live=Py_ssize_t)
-    cpdef tuple _best_story(self, f, double t)
+                   weights=dict, r=TokenStats, live=Py_ssize_t, posting=list,
+                   not_looked_up=list)
+    cpdef tuple _best_story(self, f, list recs, double t)
 
     @cython.locals(core_hit=double, core=double, score=double, ratio=double, gap_h=double,
                    core_w=double, cw="double[:]", i=Py_ssize_t)
@@ -159,6 +169,6 @@ cdef class Clusterer:
                    r=TokenStats, epoch=Py_ssize_t)
     cpdef tuple _core_weights(self, StoryState st)
 
-    @cython.locals(stats=dict, postings=dict, tokens=dict, fresh=bint, n_title=Py_ssize_t,
-                   r=TokenStats, live=Py_ssize_t)
-    cpdef _join(self, StoryState st, item, f, double t)
+    @cython.locals(tokens=dict, fresh=bint, n_title=Py_ssize_t, r=TokenStats,
+                   live=Py_ssize_t, i=Py_ssize_t, posting=list, weights=dict)
+    cpdef _join(self, StoryState st, item, f, list recs, double t)

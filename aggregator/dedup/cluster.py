@@ -51,9 +51,10 @@ from rapidfuzz import fuzz
 
 from . import base as _base
 from .base import ClusterSettings, gc_paused  # (here too: the clusterer's own names)
-from .text import Features, features, unpack
+from .text import Features, features
 
-_second = operator.itemgetter(1)
+_by_weight = operator.attrgetter("w")
+_NONE: frozenset[str] = frozenset()
 
 
 def _count(into: dict[str, int] | None, more: dict[str, int]) -> dict[str, int]:
@@ -242,19 +243,31 @@ _ONE = 1.0  # (one float object for every title token's weight in _token_dict)
 
 
 class TokenStats:
-    """A token's statistics, in one record (one lookup for all of them: as three dicts they
-    were three lookups, and writes, for each token of each entry): the entries in the window
-    with it (``df``), the active stories with it (``sf``), and its idf as memoized in epoch
-    ``epoch`` (valid while that is the clusterer's). A record whose counts are zero holds only
+    """Everything the clusterer keeps about a token, in one record: an entry's tokens are
+    looked up once, when it is read (``Clusterer._unpack``), and each step of placing it reads
+    the records. Kept in dicts by token (statistics, index, stale counts), they were five
+    lookups of each token of each entry in dicts of every token in the window, and those
+    lookups missed the cache: a fifth of the time of placing the bench's entries.
+
+    The entries in the window with it (``df``), the active stories with it (``sf``), its idf
+    as memoized in epoch ``epoch`` (valid while that is the clusterer's), the token itself (the
+    one string every story with it shares), its index entry (``posting``: the active stories
+    with it, and evicted ones flagged; None while it is not indexed) and how many evicted
+    stories that list may still hold (``stale``). ``w`` is scratch space of one scoring pass
+    (the token's weight in the entry being placed). A record whose counts are zero holds only
     a memoized idf (of a token no entry in the window has, or had when it was computed)."""
 
-    __slots__ = ("df", "epoch", "idf", "sf")
+    __slots__ = ("df", "epoch", "idf", "posting", "sf", "stale", "tok", "w")
 
-    def __init__(self, df: int = 0, sf: int = 0, idf: float = 0.0, epoch: int = -1):
+    def __init__(self, df: int = 0, sf: int = 0, idf: float = 0.0, epoch: int = -1, tok: str = ""):
         self.df = df
         self.sf = sf
         self.idf = idf
         self.epoch = epoch
+        self.tok = tok
+        self.posting: list[StoryState] | None = None
+        self.stale = 0
+        self.w = 0.0
 
 
 # -- the snapshot's chunks (Clusterer.dump and load) ----------------------------------------------
@@ -530,28 +543,32 @@ def _pack_postings(part: list, index: dict, table: list) -> tuple:
     return new, array("I", toks), array("q", lens), array("q", ids)
 
 
-def _unpack_postings(chunk: tuple, table: list, stories: dict, postings: dict) -> None:
+def _unpack_postings(chunk: tuple, table: list, stories: dict, stats: dict) -> int:
+    """Set the chunk's index entries on the tokens' records; returns how many."""
     new, toks, lens, ids = chunk
     table.extend(map(sys.intern, new))
     o = 0
     for k in range(len(toks)):
         m = lens[k]
-        postings[table[toks[k]]] = [stories[i] for i in ids[o : o + m]]
+        r = stats.get(table[toks[k]])
+        if r is None:
+            raise ValueError("the snapshot's index names a token it has no statistics of")
+        r.posting = [stories[i] for i in ids[o : o + m]]
         o += m
+    return len(toks)
 
 
 class Clusterer:
     def __init__(self, settings: ClusterSettings | None = None, first_story_id: int = 1):
         self.s = settings or ClusterSettings()
         self.stories: dict[int, StoryState] = {}
-        # token -> the active stories with it (and stale ones, flagged). A token in more than
+        # The index, from each token to the active stories with it (and stale ones, flagged),
+        # is in the tokens' records (``TokenStats.posting``). A token in more than
         # 4 x max_postings stories loses its list (it is never looked up, and such lists held
         # most of the index's memory); the list comes back when the token is rare again.
-        self.postings: dict[str, list[StoryState]] = {}
         self._index_cap = 4 * self.s.max_postings
-        # (plain dicts, not defaultdicts: the compiled build reads and writes them directly)
-        self.stats: dict[str, TokenStats] = {}  # df, sf and the idf memo of each token
-        self._stale: dict[str, int] = {}  # evicted stories still in a posting list
+        # (a plain dict, not a defaultdict: the compiled build reads and writes it directly)
+        self.stats: dict[str, TokenStats] = {}  # each token's record
         self.url_story: dict[str, int] = {}
         self.merged_into: dict[int, int] = {}  # absorbed story -> surviving story
         self.blocked: set[frozenset[int]] = set()  # story pairs never to merge (user splits)
@@ -576,28 +593,29 @@ class Clusterer:
 
     def add(self, item: Item, story_id: int | None = None) -> Assignment:
         """Cluster one entry. ``story_id`` forces its story (manual corrections, reloading)."""
+        t = item.published.timestamp()
+        self._tick(t)  # (first: it may drop records, and the entry's are looked up next)
         packed = item.features
         if packed is None:
             f = features(item.title, item.summary, self.s.summary_tokens, self.s.summary_weight)
+            recs = self._records(f)
         else:
-            f = unpack(packed, self.s.summary_weight)
-        t = item.published.timestamp()
-        self._tick(t)
+            f, recs = self._unpack(packed)
         if story_id is not None:
-            self._join(self._story(self.resolve(story_id), t), item, f, t)
+            self._join(self._story(self.resolve(story_id), t), item, f, recs, t)
             return Assignment(item.entry_id, story_id, 1.0, "manual")
         if item.url and item.url in self.url_story:
             sid = self.resolve(self.url_story[item.url])
             if sid in self.stories:
-                self._join(self.stories[sid], item, f, t)
+                self._join(self.stories[sid], item, f, recs, t)
                 return Assignment(item.entry_id, sid, 1.0, "same-url")
-        best, score, why = self._best_story(f, t)
+        best, score, why = self._best_story(f, recs, t)
         if best is not None and score >= self.s.threshold:
-            self._join(best, item, f, t)
+            self._join(best, item, f, recs, t)
             sid = self._after_growth(best, t)
             return Assignment(item.entry_id, sid, score, str(Why(*why)))
         st = self._story(None, t)
-        self._join(st, item, f, t)
+        self._join(st, item, f, recs, t)
         return Assignment(item.entry_id, st.id, 1.0, "new")
 
     def add_many(self, items: Iterable[Item], story_ids: Iterable[int] | None = None):
@@ -652,7 +670,7 @@ class Clusterer:
             blocked=self.blocked,
             merged_into=self.merged_into,
             stories=len(self.stories),
-            postings=len(self.postings),
+            postings=sum(r.posting is not None for r in stats.values()),
         )
         dump(head)
         del head
@@ -660,7 +678,7 @@ class Clusterer:
         stories = iter(self.stories.values())
         while part := list(itertools.islice(stories, chunk)):
             dump(_pack_stories(part, index, table))
-        postings = iter(self.postings.items())
+        postings = ((tok, r.posting) for tok, r in stats.items() if r.posting is not None)
         while part := list(itertools.islice(postings, 4 * chunk)):
             dump(_pack_postings(part, index, table))
 
@@ -682,7 +700,7 @@ class Clusterer:
             raise ValueError("the snapshot's token statistics do not add up")
         epoch = c._epoch
         c.stats = {
-            tok: TokenStats(df, sf, v, epoch) if v == v else TokenStats(df, sf)
+            tok: TokenStats(df, sf, v, epoch, tok) if v == v else TokenStats(df, sf, tok=tok)
             for tok, df, sf, v in zip(table, head["df"], head["sf"], head["idf"], strict=True)
         }
         c._idle = head["idle"]
@@ -690,10 +708,10 @@ class Clusterer:
         stories = c.stories
         while len(stories) < head["stories"]:
             _unpack_stories(pickle.load(f), table, stories)
-        postings = c.postings
-        while len(postings) < head["postings"]:
-            _unpack_postings(pickle.load(f), table, stories, postings)
-        if len(stories) != head["stories"] or len(postings) != head["postings"]:
+        indexed = 0
+        while indexed < head["postings"]:
+            indexed += _unpack_postings(pickle.load(f), table, stories, c.stats)
+        if len(stories) != head["stories"] or indexed != head["postings"]:
             raise ValueError("the snapshot's stories or index do not add up")
         url_story = c.url_story
         for st in stories.values():
@@ -728,7 +746,7 @@ class Clusterer:
             decimals=dict.fromkeys(fa.decimals, 1),
             title_key=fa.title_key,
         )
-        weights, total = self._weights(fb)
+        weights, total = self._weights(fb, self._records(fb))
         if not total:
             return 0.0, Why(0.0, 0.0)
         kappa = self.s.kappa
@@ -755,9 +773,56 @@ class Clusterer:
     def _looked_up(self, token: str) -> TokenStats:
         """A new record for a token whose idf is wanted before any entry with it joins a story
         (``_forget_idle`` drops it at the epoch's end unless one does)."""
-        r = self.stats[token] = TokenStats()
+        r = self.stats[token] = TokenStats(tok=token)
         self._idle.append(token)
         return r
+
+    def _unpack(self, packed: tuple) -> tuple[Features, list[TokenStats]]:
+        """The Features ``text.pack`` took apart, its summary tokens weighing the settings'
+        ``summary_weight`` (the object: the profiles share it), with the record of each of its
+        tokens in the order of its weights (made for a token that has none yet, as
+        ``_looked_up`` does). Its tokens are the records' strings, the ones every story with
+        them shares: a token is kept once, and comparing two is comparing pointers."""
+        title, summary, years, decimals, title_key = packed
+        stats = self.stats
+        weights = {}
+        recs = []
+        if title:
+            for s in title.split(" "):
+                r = stats.get(s)
+                if r is None:
+                    r = self._looked_up(s)
+                weights[r.tok] = 1.0
+                recs.append(r)
+        if summary:
+            sw = self.s.summary_weight  # (the settings' object: the profiles share it)
+            for s in summary.split(" "):
+                r = stats.get(s)
+                if r is None:
+                    r = self._looked_up(s)
+                weights[r.tok] = sw
+                recs.append(r)
+        return Features(weights, years or _NONE, decimals or _NONE, title_key), recs
+
+    def _records(self, f: Features) -> list[TokenStats]:
+        """The record of each token of ``f``, in the order of its weights (see ``_unpack``),
+        which are rekeyed by the records' strings."""
+        stats = self.stats
+        recs = []
+        weights = {}
+        for tok, w in f.weights.items():
+            r = stats.get(tok)
+            if r is None:
+                r = self._looked_up(tok)
+            weights[r.tok] = w
+            recs.append(r)
+        f.weights = weights
+        return recs
+
+    @property
+    def postings(self) -> dict[str, list[StoryState]]:
+        """The index, token -> its list (a dict made from the records)."""
+        return {tok: r.posting for tok, r in self.stats.items() if r.posting is not None}
 
     def _idf(self, r: TokenStats) -> float:
         """``idf`` of the token whose record is ``r``."""
@@ -767,18 +832,21 @@ class Clusterer:
             r.idf, r.epoch = min(isf, ief), self._epoch
         return r.idf
 
-    def _weights(self, f: Features) -> tuple[dict[str, float], float]:
+    def _weights(self, f: Features, recs: list[TokenStats]) -> tuple[dict[str, float], float]:
+        """Each token's weight in the entry (its field weight times its idf), also left in its
+        record's ``w``, and their sum (tokens no entry had before at ``unseen_weight``)."""
         weights = {}
         total = 0.0
         unseen = self.s.unseen_weight
-        stats, epoch = self.stats, self._epoch
+        epoch = self._epoch
+        i = 0
         for tok, fw in f.weights.items():
-            r = stats.get(tok)
-            if r is None:
-                r = self._looked_up(tok)
+            r = recs[i]
+            i += 1  # noqa: SIM113 (a C index in the compiled build; enumerate makes objects)
             iw = r.idf if r.epoch == epoch else self._idf(r)
             w = fw * iw
             weights[tok] = w
+            r.w = w
             total += w if r.df else w * unseen
         return weights, total
 
@@ -805,9 +873,10 @@ class Clusterer:
                 return 1.0 if i < st.n_title else self.s.summary_weight
         return 0.0
 
-    def _join(self, st: StoryState, item: Item, f: Features, t: float) -> None:
+    def _join(
+        self, st: StoryState, item: Item, f: Features, recs: list[TokenStats], t: float
+    ) -> None:
         self.docs += 1
-        stats, postings = self.stats, self.postings
         cap = self._index_cap
         weights = f.weights
         fresh = st.n == 0  # (a new story, most often: its tokens are the entry's, as a tuple)
@@ -827,10 +896,10 @@ class Clusterer:
             st.single = None
         elif st.core is tokens:  # the cached core shares this dict: keep it as it is
             st.core = dict(tokens)
+        i = 0
         for tok, w in weights.items():
-            r = stats.get(tok)
-            if r is None:
-                r = stats[tok] = TokenStats()
+            r = recs[i]
+            i += 1
             r.df += 1
             if not fresh:
                 if tok in tokens:
@@ -839,15 +908,15 @@ class Clusterer:
                 tokens[tok] = w
             r.sf += 1
             live = r.sf
-            posting = postings.get(tok)
+            posting = r.posting
             if posting is not None:
                 if live > cap:  # too common to look up: stop indexing it
-                    del postings[tok]
-                    self._stale.pop(tok, None)
+                    r.posting = None
+                    r.stale = 0
                 else:
                     posting.append(st)
             elif live == 1:
-                postings[tok] = [st]
+                r.posting = [st]
         if f.years:
             st.years = _count(st.years, dict.fromkeys(f.years, 1))
         if f.decimals:
@@ -864,10 +933,13 @@ class Clusterer:
     def _active(self, st: StoryState, t: float) -> bool:
         return st.last >= t - self._window and st.first <= t + self._window
 
-    def _best_story(self, f: Features, t: float) -> tuple[StoryState | None, float, tuple]:
-        """The best candidate story for an entry, its score and the signals behind it (``Why``'s
-        fields: made into one only for a story the entry joins, most have none)."""
-        weights, total = self._weights(f)
+    def _best_story(
+        self, f: Features, recs: list[TokenStats], t: float
+    ) -> tuple[StoryState | None, float, tuple]:
+        """The best candidate story for an entry (whose tokens' records are ``recs``), its
+        score and the signals behind it (``Why``'s fields: made into one only for a story the
+        entry joins, most have none)."""
+        weights, total = self._weights(f, recs)
         if total <= 0:
             return None, 0.0, ()
         max_post, max_lookups = self.s.max_postings, self.s.lookup_tokens
@@ -879,18 +951,18 @@ class Clusterer:
         not_looked_up: list[tuple[str, float]] = []
         looked: set[str] = set()  # the tokens whose postings were read
         lookups = 0
-        stats, postings = self.stats, self.postings
         single_full = self._single_full
-        for tok, w in sorted(weights.items(), key=_second, reverse=True):
-            r = stats[tok]  # (_weights made one for each)
+        # (heaviest first; a stable sort: ties in the entry's order, as its weights have them)
+        for r in sorted(recs, key=_by_weight, reverse=True):
             live = r.sf
             if not live:
                 continue  # in no active story: adds nothing to any candidate
+            tok, w = r.tok, r.w
             if live > max_post or lookups >= max_lookups:
                 skipped += w
                 not_looked_up.append((tok, w))
                 continue
-            posting = postings.get(tok)
+            posting = r.posting
             if posting is None:  # too common a moment ago: not indexed yet again
                 skipped += w
                 not_looked_up.append((tok, w))
@@ -1084,9 +1156,12 @@ class Clusterer:
         single_full = self._single_full
         for tok, w in zip(*q, strict=True):
             r = stats.get(tok)
-            if r is not None and r.sf > max_post:
+            if r is None or r.sf > max_post:
                 continue
-            for o in self.postings.get(tok, ()):
+            posting = r.posting
+            if posting is None:
+                continue
+            for o in posting:
                 if o is not st and not o.evicted:
                     if o.mark != stamp:
                         o.mark, o.acc = stamp, 0.0
@@ -1131,18 +1206,19 @@ class Clusterer:
         # ``gone`` stays in its posting lists, flagged like an evicted story (finding it in
         # the long list of a common token costs more than the whole scoring of an entry)
         gone.evicted = True
-        stats, stale, postings = self.stats, self._stale, self.postings
+        stats = self.stats
         # (``keep`` is the larger of a story that has just grown and another: it has a dict;
         # ``gone`` may have one member)
         gone_tokens = gone.tokens if gone.tokens is not None else self._token_dict(gone)
         for tok, c in gone_tokens.items():
-            stale[tok] = stale.get(tok, 0) + 1
+            r = stats[tok]
+            r.stale += 1
             if tok in keep.tokens:
                 keep.tokens[tok] += c
-                stats[tok].sf -= 1
+                r.sf -= 1
             else:
                 keep.tokens[tok] = c
-                posting = postings.get(tok)
+                posting = r.posting
                 if posting is not None:
                     posting.append(keep)
         if gone.years:
@@ -1207,50 +1283,50 @@ class Clusterer:
         if not old:
             return 0
         gone = {st.id for st in old}
-        touched: set[str] = set()
-        stats, stale = self.stats, self._stale
+        touched: dict[str, TokenStats] = {}  # (in the order first touched)
+        stats = self.stats
         for st in old:
             st.evicted = True
             for tok in st.tokens if st.tokens is not None else st.single:
-                stats[tok].sf -= 1
-                stale[tok] = stale.get(tok, 0) + 1
-                touched.add(tok)
+                r = stats[tok]
+                r.sf -= 1
+                r.stale += 1
+                touched[tok] = r
             for url in st.urls:
                 if self.url_story.get(url) in gone:
                     del self.url_story[url]
             del self.stories[st.id]
-        postings, rebuild = self.postings, []
+        rebuild: dict[str, TokenStats] = {}
         epoch = self._epoch
-        for tok in touched:
-            r = stats[tok]
+        for tok, r in touched.items():
             if r.sf <= 0:
-                postings.pop(tok, None)
-                stale.pop(tok, None)
+                r.posting = None
+                r.stale = 0
                 if r.epoch == epoch:  # keep its memoized idf until the epoch ends
                     r.df = r.sf = 0
                     self._idle.append(tok)
                 else:
                     del stats[tok]
-            elif tok not in postings:
+            elif r.posting is None:
                 if r.sf <= self.s.max_postings:
-                    rebuild.append(tok)
-            elif stale[tok] > r.sf:
-                postings[tok] = [o for o in postings[tok] if not o.evicted]
-                stale[tok] = 0
+                    rebuild[tok] = r
+            elif r.stale > r.sf:
+                r.posting = [o for o in r.posting if not o.evicted]
+                r.stale = 0
         if rebuild:  # tokens rare again: index them again, in one pass over the stories
-            for tok in rebuild:
-                postings[tok], stale[tok] = [], 0
-            again = set(rebuild)
+            for r in rebuild.values():
+                r.posting, r.stale = [], 0
             for st in self.stories.values():
                 tokens = st.tokens
                 if tokens is None:  # (a tuple: look its tokens up, not through it)
                     for tok in st.single:
-                        if tok in again:
-                            postings[tok].append(st)
+                        r = rebuild.get(tok)
+                        if r is not None:
+                            r.posting.append(st)
                     continue
-                for tok in rebuild:
+                for tok, r in rebuild.items():
                     if tok in tokens:
-                        postings[tok].append(st)
+                        r.posting.append(st)
         return len(old)
 
 

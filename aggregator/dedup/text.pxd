@@ -23,6 +23,3 @@ cpdef features(title, summary=*, Py_ssize_t summary_tokens=*, summary_weight=*)
 
 @cython.locals(weights=dict, tokens=list, n=Py_ssize_t)
 cpdef tuple pack(f)
-
-@cython.locals(weights=dict, title=str, summary=str, same=dict, s=str)
-cpdef unpack(tuple packed, summary_weight=*)

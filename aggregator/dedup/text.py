@@ -154,9 +154,10 @@ def _stem(w: str) -> str:
 
 
 _TERMS: dict[str, str] = {}  # word -> its term: the stem, or "" for a stopword
-# One string object per token (``term``'s and ``unpack``'s): the clusterer keeps a token in every
-# story and index that has it, and a copy per entry took 100 MB more for the bench's 50,500
-# entries (and a dictionary compares two equal strings by content, the same one by address).
+# One string object per token (``term``'s): features computed in this process share them. (The
+# clusterer keeps its own, one per token in its records, see ``Clusterer._unpack``: it keeps a
+# token in every story that has it, and a copy per entry took 100 MB more for the bench's 50,500
+# entries; a dictionary compares two equal strings by content, the same one by address.)
 _SAME: dict[str, str] = {}
 
 
@@ -214,15 +215,12 @@ def features(
     )
 
 
-_NONE: frozenset[str] = frozenset()
-
-
 def pack(f: Features) -> tuple:
-    """``f`` as plain data for another process to ``unpack``: cheaper to send and to read back
-    than the object itself (a pickled Features took 10-13 us to load here, against 21-30 us
-    to compute it). The tokens go as two strings, the title's (weight 1.0, first in
-    ``weights``) and the summary's after them; a token holds no space (``words`` splits at
-    every one)."""
+    """``f`` as plain data for another process to unpack (``cluster.Clusterer._unpack``):
+    cheaper to send and to read back than the object itself (a pickled Features took 10-13 us
+    to load here, against 21-30 us to compute it). The tokens go as two strings, the title's
+    (weight 1.0, first in ``weights``) and the summary's after them; a token holds no space
+    (``words`` splits at every one)."""
     weights = f.weights
     tokens = list(weights)
     n = 0
@@ -237,23 +235,6 @@ def pack(f: Features) -> tuple:
         f.decimals or None,
         f.title_key,
     )
-
-
-def unpack(packed: tuple, summary_weight: float = 0.5) -> Features:
-    """The Features ``pack`` took apart, its summary tokens weighing ``summary_weight`` (the
-    object given, as in ``features``: the clusterer's profiles share it)."""
-    title, summary, years, decimals, title_key = packed
-    same = _SAME
-    if len(same) > 500_000:
-        same.clear()
-    weights = {}
-    if title:
-        for s in title.split(" "):
-            weights[same.setdefault(s, s)] = 1.0
-    if summary:
-        for s in summary.split(" "):
-            weights[same.setdefault(s, s)] = summary_weight
-    return Features(weights, years or _NONE, decimals or _NONE, title_key)
 
 
 # -- the compiled build --------------------------------------------------------------------------
@@ -277,7 +258,6 @@ if __name__ == "aggregator.dedup.text":  # not in the compiled copy itself
             "term",
             "features",
             "pack",
-            "unpack",
         ):
             globals()[_name] = getattr(_build, _name)
         IMPLEMENTATION = "compiled"
