@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .dedup.base import ClusterSettings, gc_paused
 from .errors import ClusterConflictError
@@ -51,9 +51,21 @@ if TYPE_CHECKING:
 # Writes a batch's stories elsewhere: (rows, merges, now, generation) -> a future of the
 # stories touched, or None when it cannot (then the stage writes them itself).
 Apply = Callable[[list, list, datetime, int | None], "Future[set[int]] | None"]
+
+
+class StageLeft(NamedTuple):
+    """What a clustering stage has left to do when it asks for its next batch: the seconds of
+    placing, at the time its placing took so far (None before it placed any), and the entries
+    whose stories are not written yet."""
+
+    seconds: float | None
+    unwritten: int
+
+
 # Reads the next batch elsewhere and computes its entries' features there: (entry ids,
-# summary_tokens, summary_weight) -> a future of ``prefetched`` rows, or None when it cannot.
-Prefetch = Callable[[Sequence[int], int, float], "Future[list[tuple]] | None"]
+# summary_tokens, summary_weight, what the stage has left) -> a future of ``prefetched`` rows,
+# or None when it cannot (or would rather not: the stage then reads the batch itself).
+Prefetch = Callable[[Sequence[int], int, float, StageLeft], "Future[list[tuple]] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,14 +370,18 @@ class ClusteringStage:
         queue: Sequence[int] = ()  # ids of the entries without a story, in clustering order
         at = 0  # where in ``queue`` the next batch starts
         size = batch  # how many entries the next batch takes from it
+        placed = 0  # entries of ``queue`` placed (in this start of it)
+        placing_s = 0.0  # the time their placing took
+        written = 0  # and those written
 
         def start() -> list[Item]:
             """Read the queue anew and its first batch."""
-            nonlocal queue, at, ahead, size
+            nonlocal queue, at, ahead, size, placed, placing_s, written
             if ahead is not None:
                 ahead[0].cancel()
                 ahead = None
             queue, at = store.unclustered_ids(), 0
+            placed, placing_s, written = 0, 0.0, 0
             size = min(batch, FIRST_BATCH) if prefetch is not None else batch
             return read()
 
@@ -402,14 +418,20 @@ class ClusteringStage:
             """Ask for the queue's next batch, if any is left."""
             nonlocal ahead
             if prefetch is not None and at < len(queue):
+                # (what is left to place: the batch just read, and the rest of the queue)
+                rate = placing_s / placed if placed else None
+                left = StageLeft(
+                    rate * (len(queue) - placed) if rate is not None else None,
+                    len(queue) - written,
+                )
                 fut = prefetch(
-                    queue[at : at + size], settings.summary_tokens, settings.summary_weight
+                    queue[at : at + size], settings.summary_tokens, settings.summary_weight, left
                 )
                 ahead = (fut, at) if fut is not None else None
 
         def settle() -> None:
             """Wait for the write in flight (or do it here, if its process died)."""
-            nonlocal writing, total, merges
+            nonlocal writing, total, merges, written
             if writing is not None:
                 fut, args, n, m = writing
                 writing = None
@@ -420,7 +442,7 @@ class ClusteringStage:
                 # (a story an earlier write touched may have merged into another since)
                 touched.discard(gone for gone, _ in args[1])
                 touched.add(done)
-                total, merges = total + n, merges + m
+                total, merges, written = total + n, merges + m, written + n
 
         def send() -> None:
             """Send the placed batches not sent yet as one write, once the write in flight is
@@ -489,9 +511,12 @@ class ClusteringStage:
                         flush()  # the rebuild reads the stories, the last batches' included
                         c = self._restore(store, earliest) or self._fresh(store, earliest)
                         self.clusterer, self.generation = c, gen
-                    placed = c.add_many(pending)
+                    began = time.perf_counter()
+                    done = c.add_many(pending)
+                    placing_s += time.perf_counter() - began
+                    placed += len(pending)
                     out_rows.extend(
-                        (eid, c.resolve(sid), score, why) for eid, sid, score, why in placed
+                        (eid, c.resolve(sid), score, why) for eid, sid, score, why in done
                     )
                     out_merged.extend((gone, c.resolve(gone)) for gone in c.merged_into)
                     out_n += len(pending)

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,7 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from .clustering import ClusteringStage, ClusterSummary, prefetched
+from .clustering import ClusteringStage, ClusterSummary, StageLeft, prefetched
 from .config import Settings
 from .errors import ParseError
 from .models import (
@@ -188,10 +189,24 @@ _worker_settings: Settings | None = None
 _worker_asked = None
 _worker_started = 0
 _worker_indexed = False  # this round's indexing is done (later parts have nothing to do)
+# What the worker's clustering-stage tasks took (one worker; None with several): a shared array
+# of doubles, read by the round's process to weigh asking the worker for the next batch against
+# reading it itself (Offload.prefetch). Its slots:
+METER_SLOTS = 7
+(
+    M_INDEX_LEFT,  # entries the index has left to look at (-1 until it knows)
+    M_INDEX_S,  # seconds the index took, ...
+    M_INDEX_N,  # ... for this many entries
+    M_PREFETCH_S,  # seconds the prefetched batches took, ...
+    M_PREFETCH_N,  # ... of this many entries
+    M_APPLY_S,  # seconds the stage's writes took, ...
+    M_APPLY_N,  # ... of this many rows
+) = range(METER_SLOTS)
+_worker_meter = None
 
 
-def _worker_init(target: str, settings: Settings, asked=None) -> None:
-    global _worker_store, _worker_settings, _worker_asked
+def _worker_init(target: str, settings: Settings, asked=None, meter=None) -> None:
+    global _worker_store, _worker_settings, _worker_asked, _worker_meter
     import atexit
     import gc
     import signal
@@ -204,6 +219,7 @@ def _worker_init(target: str, settings: Settings, asked=None) -> None:
     _exit_with_parent()
     _worker_store, _worker_settings = open_store(target), settings
     _worker_asked = asked
+    _worker_meter = meter
 
 
 def _exit_with_parent() -> None:
@@ -245,20 +261,48 @@ def _worker_index() -> bool:
         return True
     asked = _worker_asked
     pause = None if asked is None else (lambda: asked.value > _worker_started)
-    _worker_indexed = _worker_store.index_pending(pause) is not None
+    meter = _worker_meter
+    progress = None
+    if meter is not None:
+        since = time.perf_counter()
+
+        def progress(left: int) -> None:
+            nonlocal since
+            now = time.perf_counter()
+            if meter[M_INDEX_LEFT] >= left:  # (the first call of a part only says where it is)
+                meter[M_INDEX_S] += now - since
+                meter[M_INDEX_N] += meter[M_INDEX_LEFT] - left
+            meter[M_INDEX_LEFT] = left
+            since = now
+
+    _worker_indexed = _worker_store.index_pending(pause, progress) is not None
     return _worker_indexed
+
+
+def _metered(seconds: int, units: int, n: int, since: float) -> None:
+    """Add a task's time since ``since`` and its ``n`` units to the meter (when there is one)."""
+    meter = _worker_meter
+    if meter is not None:
+        meter[seconds] += time.perf_counter() - since
+        meter[units] += n
 
 
 def _worker_apply(rows: list, merged: list, now: datetime, generation: int | None) -> set[int]:
     assert _worker_store is not None
     _worker_task()
-    return _worker_store.apply_clustering(rows, merged, now, generation)
+    since = time.perf_counter()
+    done = _worker_store.apply_clustering(rows, merged, now, generation)
+    _metered(M_APPLY_S, M_APPLY_N, len(rows), since)
+    return done
 
 
 def _worker_prefetch(ids: Sequence[int], summary_tokens: int, summary_weight: float) -> list[tuple]:
     assert _worker_store is not None
     _worker_task()
-    return prefetched(_worker_store, ids, summary_tokens, summary_weight)
+    since = time.perf_counter()
+    rows = prefetched(_worker_store, ids, summary_tokens, summary_weight)
+    _metered(M_PREFETCH_S, M_PREFETCH_N, len(ids), since)
+    return rows
 
 
 _worker_stage: ClusteringStage | None = None  # the round's clustering, when done here
@@ -321,10 +365,14 @@ class Offload:
         # the tasks other than the index given to the workers (see _worker_asked); with
         # several workers the index never stops (another one may take the task)
         self.asked = context.RawValue("q", 0) if processes == 1 else None
+        # what the worker's stage tasks took (see _worker_meter)
+        self.meter = context.RawArray("d", METER_SLOTS) if processes == 1 else None
+        if self.meter is not None:
+            self.meter[M_INDEX_LEFT] = -1
         self._pool_args = dict(
             mp_context=context,
             initializer=_worker_init,
-            initargs=(target, settings, self.asked),
+            initargs=(target, settings, self.asked, self.meter),
         )
         self.pool = ProcessPoolExecutor(processes, **self._pool_args)
         _widen_result_pipe(self.pool)
@@ -421,7 +469,11 @@ class Offload:
         return fut
 
     def prefetch(
-        self, ids: Sequence[int], summary_tokens: int, summary_weight: float
+        self,
+        ids: Sequence[int],
+        summary_tokens: int,
+        summary_weight: float,
+        left: StageLeft | None = None,
     ) -> Future | None:
         """Read the clustering stage's next batch in a worker, with its entries' features
         (ClusteringStage's ``prefetch``): computed there while this process places the batch
@@ -438,10 +490,34 @@ class Offload:
         writing a row takes about half as long as preparing an entry, so it is still ready
         when the batch before it is placed. Refused behind the write of a batch of 2,000
         (0.04 s of work), the third batch of a traced 1000-feed cold round was read here: 0.15
-        s of this process's time, with the worker idle."""
-        if self.busy(behind=len(ids)):
+        s of this process's time, with the worker idle.
+        ``left``, what the stage has left to do, refuses the batch too when the worker would
+        then have more work left than the stage (``behind``): the stage reads it itself while
+        the worker catches up, rather than both finish with the worker's last part (most often
+        the index) alone."""
+        if self.busy(behind=len(ids)) or self.behind(len(ids), left):
             return None
         return self._submit(_worker_prefetch, ids, summary_tokens, summary_weight)
+
+    def behind(self, batch: int, left: StageLeft | None) -> bool:
+        """Whether the worker, given a batch of ``batch`` entries to prepare, would have more
+        work left than the stage (``left``): the index's entries left, the rows not written
+        yet and the batch, each at the time the worker's tasks of its kind took so far (none
+        yet: not counted), against the stage's placing seconds left. False without a meter
+        (several workers) or an estimate of the stage's."""
+        m = self.meter
+        if m is None or left is None or left.seconds is None:
+            return False
+
+        def rate(seconds: int, units: int) -> float:
+            return m[seconds] / m[units] if m[units] > 0 else 0.0
+
+        work = (
+            max(m[M_INDEX_LEFT], 0.0) * rate(M_INDEX_S, M_INDEX_N)
+            + left.unwritten * rate(M_APPLY_S, M_APPLY_N)
+            + batch * rate(M_PREFETCH_S, M_PREFETCH_N)
+        )
+        return work > left.seconds
 
     def busy(self, behind: int = 0) -> bool:
         """Whether every worker has a task at work or waiting, the index apart when it gives

@@ -234,7 +234,7 @@ def test_batches_read_ahead_in_the_worker_store_the_stories_read_here(
     store = fill(db_target)
     reads, asked, got = _count_reads(store, monkeypatch), [], []
 
-    def prefetch(ids, tokens, weight):
+    def prefetch(ids, tokens, weight, left):  # (``left`` not weighed: see the balance test)
         asked.append(list(ids))
         fut = offload.prefetch(ids, tokens, weight)
         fut.add_done_callback(lambda f: got.append(len(f.result())))
@@ -259,7 +259,7 @@ def test_with_a_prefetch_the_first_batch_is_a_short_one(db_target, offload, monk
     store = fill(db_target)
     reads, asked, got = _count_reads(store, monkeypatch), [], []
 
-    def prefetch(ids, tokens, weight):
+    def prefetch(ids, tokens, weight, left):  # (``left`` not weighed: see the balance test)
         asked.append(len(ids))
         fut = offload.prefetch(ids, tokens, weight)
         fut.add_done_callback(lambda f: got.append(len(f.result())))
@@ -290,7 +290,7 @@ def test_while_the_worker_is_busy_the_stage_reads_its_batches_itself(
     work = Future()  # (the worker's task, at work)
     offload.tasks.append(work)
 
-    def prefetch(ids, tokens, weight):
+    def prefetch(ids, tokens, weight, left):  # (``left`` not weighed: see the balance test)
         fut = offload.prefetch(ids, tokens, weight)
         answers.append(fut)
         if len(answers) == 7:  # that task is done now: the worker reads the rest
@@ -303,6 +303,30 @@ def test_while_the_worker_is_busy_the_stage_reads_its_batches_itself(
     assert len(reads) == 8  # the first batch and the 7 asked while the worker was busy
     assert summary.entries == EVENTS * OUTLETS
     assert store.unclustered() == [] and stories(store) == expected()
+    store.close()
+
+
+def test_the_stage_tells_a_prefetch_what_it_has_left(db_target, offload, monkeypatch):
+    """Each batch asked for comes with what the stage has left (StageLeft): its placing
+    seconds, at the time its placing took so far (unknown before it placed any), and the
+    entries whose stories are not written yet."""
+    from aggregator import clustering
+
+    monkeypatch.setattr(clustering, "PREFETCH_WAIT_S", 60.0)
+    store = fill(db_target)
+    lefts = []
+
+    def prefetch(ids, tokens, weight, left):
+        lefts.append(left)
+        return offload.prefetch(ids, tokens, weight)
+
+    ClusteringStage().run(store, NOW, batch=7, prefetch=prefetch)
+    assert len(lefts) == 14
+    assert lefts[0].seconds is None and lefts[0].unwritten == EVENTS * OUTLETS
+    assert all(left.seconds > 0 for left in lefts[1:])
+    # (without ``apply`` each batch is written here once placed: fewer are left at each ask)
+    unwritten = [left.unwritten for left in lefts]
+    assert unwritten == sorted(unwritten, reverse=True) and unwritten[-1] < EVENTS * OUTLETS
     store.close()
 
 
@@ -336,7 +360,7 @@ def test_a_batch_the_worker_cannot_give_is_read_here(db_target, monkeypatch):
     store = fill(db_target)
     reads, asked = _count_reads(store, monkeypatch), []
 
-    def prefetch(ids, tokens, weight):
+    def prefetch(ids, tokens, weight, left):  # (``left`` not weighed: see the balance test)
         asked.append(list(ids))
         if len(asked) % 3 == 1:
             return None

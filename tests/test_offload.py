@@ -538,6 +538,61 @@ def test_a_round_worker_sends_the_rest_of_the_index_after_each_other_task(tmp_pa
     store.close()
 
 
+def test_the_worker_meters_its_clustering_stage_tasks(tmp_path):
+    """The worker adds what its index, prefetched batches and the stage's writes took to the
+    meter the round's process reads (Offload.behind): seconds and entries of each, and the
+    entries the index has left."""
+    from .test_search import harbour_store
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    path = tmp_path / "s.sqlite"
+    store, _ = harbour_store(path, 1200, now)
+    off = pipeline.Offload(str(path), SETTINGS, 1)
+    m = off.meter
+    try:
+        assert m[pipeline.M_INDEX_LEFT] == -1 and m[pipeline.M_INDEX_N] == 0  # (unknown yet)
+        off.sent = 1  # (as if it had parsed the round's feeds)
+        assert off.indexed(off.index_pending())
+        assert m[pipeline.M_INDEX_LEFT] == 0 and m[pipeline.M_INDEX_N] == 1200
+        assert m[pipeline.M_INDEX_S] > 0
+        assert len(off.prefetch([1, 2, 3], 40, 0.5).result(timeout=60)) == 3
+        assert m[pipeline.M_PREFETCH_N] == 3 and m[pipeline.M_PREFETCH_S] > 0
+        rows = [(i, 100 + i, 1.0, "new") for i in (1, 2)]
+        off.apply_clustering(rows, [], now, store.cluster_generation()).result(timeout=60)
+        assert m[pipeline.M_APPLY_N] == 2 and m[pipeline.M_APPLY_S] > 0
+    finally:
+        off.close()
+    store.close()
+
+
+def test_a_batch_is_refused_when_the_worker_would_have_more_left_than_the_stage(tmp_path):
+    """Offload.behind weighs what the worker has left (the index's entries, the rows not
+    written, the batch), each at the time its kind took so far, against the stage's placing
+    seconds left: a batch that would leave the worker behind is refused (the stage reads it
+    itself), and nothing is sent."""
+    from aggregator.clustering import StageLeft
+
+    off = pipeline.Offload(str(tmp_path / "s.sqlite"), SETTINGS, 1)
+    m = off.meter
+    try:
+        # 1 ms an entry indexed, 0.5 ms a row written, 2 ms an entry prefetched
+        m[pipeline.M_INDEX_S], m[pipeline.M_INDEX_N] = 1.0, 1000
+        m[pipeline.M_APPLY_S], m[pipeline.M_APPLY_N] = 1.0, 2000
+        m[pipeline.M_PREFETCH_S], m[pipeline.M_PREFETCH_N] = 2.0, 1000
+        m[pipeline.M_INDEX_LEFT] = 1000
+        # the worker's work left: 1.0 + 0.5 (1000 rows) + 0.2 (a batch of 100): 1.7 s
+        assert off.behind(100, StageLeft(1.69, 1000))
+        assert not off.behind(100, StageLeft(1.71, 1000))
+        assert not off.behind(100, StageLeft(None, 1000))  # (the stage placed none yet)
+        assert not off.behind(100, None)
+        m[pipeline.M_INDEX_LEFT] = 0  # the index is done: 0.7 s
+        assert not off.behind(100, StageLeft(0.71, 1000))
+        assert off.prefetch(list(range(1, 101)), 40, 0.5, StageLeft(0.69, 1000)) is None
+        assert off.tasks == [] and off.asked.value == 0  # nothing was sent
+    finally:
+        off.close()
+
+
 def test_a_task_cancelled_before_it_starts_is_not_counted_as_asked(tmp_path):
     off = pipeline.Offload(str(tmp_path / "s.sqlite"), SETTINGS, 1)
     try:

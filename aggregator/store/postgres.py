@@ -279,7 +279,11 @@ class PostgresStore(SQLStore):
 
     # -- search ---------------------------------------------------------------------------------
 
-    def index_pending(self, pause: Callable[[], bool] | None = None) -> int:
+    def index_pending(
+        self,
+        pause: Callable[[], bool] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         return 0  # the tsvector column is computed as rows are written
 
     def purge_search_index(self) -> None:

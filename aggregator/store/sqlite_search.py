@@ -28,7 +28,11 @@ class SearchMixin:
     # of them are done, the mark to set once all are)
     _index_run: tuple[list[int], int, int] | None = None
 
-    def index_pending(self, pause: Callable[[], bool] | None = None) -> int | None:
+    def index_pending(
+        self,
+        pause: Callable[[], bool] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int | None:
         """Index the entries that are not in the full-text index; returns how many. An entry
         is in it exactly when ``entries_fts_docsize`` has its row: the index reads its text
         from ``entries`` (external content, migration 9), and the store's triggers take an
@@ -43,7 +47,8 @@ class SearchMixin:
         ``pause`` is asked between chunks of 500 entries: when it says so, what is indexed is
         committed and the run stops, returning None; the next call goes on where it stopped
         (a round's worker lets the clustering stage's other work go first, see
-        pipeline.Offload)."""
+        pipeline.Offload). ``progress`` is told how many entries are left to look at: once the
+        run knows them, then after each chunk."""
         if self._index_run is None:
             row = self.db.execute("SELECT value FROM meta WHERE key = 'fts_indexed_through'")
             mark = int(row.fetchone()[0])
@@ -62,6 +67,8 @@ class SearchMixin:
         ids, at, top = self._index_run
         self._index_run = None
         indexed = 0
+        if progress is not None:
+            progress(len(ids) - at)
         while at < len(ids):
             batch = ids[at : at + INDEX_TRANSACTION]
             paused = False
@@ -78,6 +85,8 @@ class SearchMixin:
                         chunk,
                     ).rowcount
                     at += len(chunk)
+                    if progress is not None:
+                        progress(len(ids) - at)
                     if pause is not None and at < len(ids) and pause():
                         paused = True
                         break
