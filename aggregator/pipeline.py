@@ -217,7 +217,7 @@ def _worker_init(target: str, settings: Settings, asked=None, meter=None) -> Non
     # its exit is waited for by the round: without the interpreter's last collection
     atexit.register(gc.freeze)
     _exit_with_parent()
-    _worker_store, _worker_settings = open_store(target), settings
+    _worker_store, _worker_settings = open_store(target, bulk=True), settings
     _worker_asked = asked
     _worker_meter = meter
 

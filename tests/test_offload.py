@@ -484,6 +484,20 @@ def test_a_one_shot_round_clusters_in_the_process_that_read_the_snapshot(
     assert stories_died == stories_here
 
 
+def test_a_round_worker_opens_the_store_in_bulk(tmp_path, monkeypatch):
+    import signal
+
+    from aggregator.store.sqlite import BULK_CACHE_KIB
+
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # (this process keeps its own)
+    for name in ("_worker_store", "_worker_settings", "_worker_asked", "_worker_meter"):
+        monkeypatch.setattr(pipeline, name, None)
+    pipeline._worker_init(str(tmp_path / "s.sqlite"), SETTINGS)
+    store = pipeline._worker_store
+    assert store.db.execute("PRAGMA cache_size").fetchone()[0] == -BULK_CACHE_KIB
+    store.close()
+
+
 def test_the_index_gives_way_to_a_task_sent_behind_it(tmp_path, monkeypatch):
     """In a round's worker the full-text index stops for any task that waits behind it (the
     round's process counts what it sends, the worker what it starts) and its rest goes on in

@@ -63,6 +63,20 @@ def test_wal_foreign_keys_and_migrations_recorded(tmp_path):
     assert {"entries_published", "entries_queue", "entries_story"} <= indexes
 
 
+def test_a_bulk_connection_keeps_more_of_the_store_in_memory(tmp_path):
+    """A round's worker opens the store in bulk (it writes and reads much of a round): a page
+    cache of BULK_CACHE_KIB, where every other connection keeps SQLite's default."""
+    from aggregator.store.sqlite import BULK_CACHE_KIB
+
+    plain = open_store(tmp_path / "s.sqlite")
+    bulk = open_store(tmp_path / "s.sqlite", bulk=True)
+    assert bulk.db.execute("PRAGMA cache_size").fetchone()[0] == -BULK_CACHE_KIB
+    default = sqlite3.connect(":memory:").execute("PRAGMA cache_size").fetchone()[0]
+    assert plain.db.execute("PRAGMA cache_size").fetchone()[0] == default != -BULK_CACHE_KIB
+    plain.close()
+    bulk.close()
+
+
 def test_reopening_applies_nothing_twice(tmp_path):
     SQLiteStore(tmp_path / "s.sqlite").close()
     s = SQLiteStore(tmp_path / "s.sqlite")
