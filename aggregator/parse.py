@@ -170,23 +170,25 @@ def parse_fast(body: bytes) -> ParsedFeed | None:
         return None  # fields the two parsers report differently
     entries = []
     for e in raw_entries:
-        description = e.get("description") or None
-        content = e.get("content") or []
-        if not description or any(c.get("value") != description for c in content):
-            return None  # no summary, or full text beside it
-        if e.get("updated") and e.get("updated") != e.get("published"):
+        get = e.get
+        description = get("description") or None
+        if not description:
+            return None  # no summary
+        for c in get("content") or ():
+            if c.get("value") != description:
+                return None  # full text beside it
+        when = get("published")
+        if get("updated") and get("updated") != when:
             return None  # two different dates
-        published = _any_date(e.get("published"))
-        updated = _any_date(e.get("updated"))
-        if (e.get("published") and published is None) or (e.get("updated") and updated is None):
-            return None
-        if not (e.get("id") or e.get("link")) or (published is None and updated is None):
-            return None
+        # (an updated date is the published one's text, read once: both or neither parse)
+        published = _any_date(when)
+        if published is None or not (get("id") or get("link")):
+            return None  # no date it reads, or nothing to tell the entry by
         entries.append(
             RawEntry(
-                guid=e.get("id") or None,
-                link=e.get("link") or None,
-                title=e.get("title") or None,
+                guid=get("id") or None,
+                link=get("link") or None,
+                title=get("title") or None,
                 summary_html=description,
                 content_html=None,
                 author=None,
