@@ -191,7 +191,8 @@ _worker_started = 0
 _worker_indexed = False  # this round's indexing is done (later parts have nothing to do)
 # What the worker's clustering-stage tasks took (one worker; None with several): a shared array
 # of doubles, read by the round's process to weigh asking the worker for the next batch against
-# reading it itself (Offload.prefetch). Its slots:
+# reading it itself (Offload.prefetch). Read without a lock: a figure may be one task behind
+# another, which an estimate can bear. Its slots:
 METER_SLOTS = 7
 (
     M_INDEX_LEFT,  # entries the index has left to look at (-1 until it knows)
