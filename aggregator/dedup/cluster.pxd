@@ -121,12 +121,14 @@ cdef class Clusterer:
 
     cpdef TokenStats _looked_up(self, str token)
 
-    @cython.locals(stats=dict, weights=dict, recs=list, r=TokenStats, s=str, title=str,
-                   summary=str)
+    @cython.locals(weights=dict, recs=list, r=TokenStats, s=str)
     cpdef tuple _unpack(self, tuple packed)
 
-    @cython.locals(stats=dict, weights=dict, recs=list, r=TokenStats)
+    @cython.locals(weights=dict, recs=list, r=TokenStats)
     cpdef list _records(self, f)
+
+    @cython.locals(r=TokenStats)
+    cdef TokenStats _record(self, str tok)
 
     cpdef bint _active(self, StoryState st, double t)
 

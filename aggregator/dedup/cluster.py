@@ -784,40 +784,33 @@ class Clusterer:
         ``_looked_up`` does). Its tokens are the records' strings, the ones every story with
         them shares: a token is kept once, and comparing two is comparing pointers."""
         title, summary, years, decimals, title_key = packed
-        stats = self.stats
         weights = {}
         recs = []
-        if title:
-            for s in title.split(" "):
-                r = stats.get(s)
-                if r is None:
-                    r = self._looked_up(s)
-                weights[r.tok] = 1.0
-                recs.append(r)
-        if summary:
-            sw = self.s.summary_weight  # (the settings' object: the profiles share it)
-            for s in summary.split(" "):
-                r = stats.get(s)
-                if r is None:
-                    r = self._looked_up(s)
-                weights[r.tok] = sw
-                recs.append(r)
+        # (the summary's weight is the settings' object: the profiles share it)
+        for text, w in ((title, 1.0), (summary, self.s.summary_weight)):
+            if text:
+                for s in text.split(" "):
+                    r = self._record(s)
+                    weights[r.tok] = w
+                    recs.append(r)
         return Features(weights, years or _NONE, decimals or _NONE, title_key), recs
 
     def _records(self, f: Features) -> list[TokenStats]:
         """The record of each token of ``f``, in the order of its weights (see ``_unpack``),
         which are rekeyed by the records' strings."""
-        stats = self.stats
         recs = []
         weights = {}
         for tok, w in f.weights.items():
-            r = stats.get(tok)
-            if r is None:
-                r = self._looked_up(tok)
+            r = self._record(tok)
             weights[r.tok] = w
             recs.append(r)
         f.weights = weights
         return recs
+
+    def _record(self, tok: str) -> TokenStats:
+        """``tok``'s record, made when it has none (as ``_looked_up`` does)."""
+        r = self.stats.get(tok)
+        return r if r is not None else self._looked_up(tok)
 
     @property
     def postings(self) -> dict[str, list[StoryState]]:
