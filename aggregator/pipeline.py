@@ -269,12 +269,10 @@ def _worker_index() -> bool:
 
         def progress(left: int) -> None:
             nonlocal since
-            now = time.perf_counter()
             if meter[M_INDEX_LEFT] >= left:  # (the first call of a part only says where it is)
-                meter[M_INDEX_S] += now - since
-                meter[M_INDEX_N] += meter[M_INDEX_LEFT] - left
+                _metered(M_INDEX_S, M_INDEX_N, int(meter[M_INDEX_LEFT]) - left, since)
             meter[M_INDEX_LEFT] = left
-            since = now
+            since = time.perf_counter()
 
     _worker_indexed = _worker_store.index_pending(pause, progress) is not None
     return _worker_indexed
@@ -493,14 +491,14 @@ class Offload:
         (0.04 s of work), the third batch of a traced 1000-feed cold round was read here: 0.15
         s of this process's time, with the worker idle.
         ``left``, what the stage has left to do, refuses the batch too when the worker would
-        then have more work left than the stage (``behind``): the stage reads it itself while
+        then have more work left than the stage (``outlasts``): the stage reads it itself while
         the worker catches up, rather than both finish with the worker's last part (most often
         the index) alone."""
-        if self.busy(behind=len(ids)) or self.behind(len(ids), left):
+        if self.busy(behind=len(ids)) or self.outlasts(len(ids), left):
             return None
         return self._submit(_worker_prefetch, ids, summary_tokens, summary_weight)
 
-    def behind(self, batch: int, left: StageLeft | None) -> bool:
+    def outlasts(self, batch: int, left: StageLeft | None) -> bool:
         """Whether the worker, given a batch of ``batch`` entries to prepare, would have more
         work left than the stage (``left``): the index's entries left, the rows not written
         yet and the batch, each at the time the worker's tasks of its kind took so far (none

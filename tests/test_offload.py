@@ -554,7 +554,7 @@ def test_a_round_worker_sends_the_rest_of_the_index_after_each_other_task(tmp_pa
 
 def test_the_worker_meters_its_clustering_stage_tasks(tmp_path):
     """The worker adds what its index, prefetched batches and the stage's writes took to the
-    meter the round's process reads (Offload.behind): seconds and entries of each, and the
+    meter the round's process reads (Offload.outlasts): seconds and entries of each, and the
     entries the index has left."""
     from .test_search import harbour_store
 
@@ -580,7 +580,7 @@ def test_the_worker_meters_its_clustering_stage_tasks(tmp_path):
 
 
 def test_a_batch_is_refused_when_the_worker_would_have_more_left_than_the_stage(tmp_path):
-    """Offload.behind weighs what the worker has left (the index's entries, the rows not
+    """Offload.outlasts weighs what the worker has left (the index's entries, the rows not
     written, the batch), each at the time its kind took so far, against the stage's placing
     seconds left: a batch that would leave the worker behind is refused (the stage reads it
     itself), and nothing is sent."""
@@ -595,12 +595,12 @@ def test_a_batch_is_refused_when_the_worker_would_have_more_left_than_the_stage(
         m[pipeline.M_PREFETCH_S], m[pipeline.M_PREFETCH_N] = 2.0, 1000
         m[pipeline.M_INDEX_LEFT] = 1000
         # the worker's work left: 1.0 + 0.5 (1000 rows) + 0.2 (a batch of 100): 1.7 s
-        assert off.behind(100, StageLeft(1.69, 1000))
-        assert not off.behind(100, StageLeft(1.71, 1000))
-        assert not off.behind(100, StageLeft(None, 1000))  # (the stage placed none yet)
-        assert not off.behind(100, None)
+        assert off.outlasts(100, StageLeft(1.69, 1000))
+        assert not off.outlasts(100, StageLeft(1.71, 1000))
+        assert not off.outlasts(100, StageLeft(None, 1000))  # (the stage placed none yet)
+        assert not off.outlasts(100, None)
         m[pipeline.M_INDEX_LEFT] = 0  # the index is done: 0.7 s
-        assert not off.behind(100, StageLeft(0.71, 1000))
+        assert not off.outlasts(100, StageLeft(0.71, 1000))
         assert off.prefetch(list(range(1, 101)), 40, 0.5, StageLeft(0.69, 1000)) is None
         assert off.tasks == [] and off.asked.value == 0  # nothing was sent
     finally:
