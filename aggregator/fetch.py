@@ -27,8 +27,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit
 
-import httpx
-
+from ._httpx import httpx
 from ._version import __version__
 from .config import FetchSettings
 from .http_pool import Transport

@@ -275,3 +275,21 @@ def test_redirect_into_a_private_address_is_refused_too():
     assert "non-public" in asyncio.run(refuse_private("http://[::1]/x"))
     assert "non-public" in asyncio.run(refuse_private("http://169.254.169.254/latest/meta-data"))
     assert asyncio.run(refuse_private("http://8.8.8.8/x")) is None  # numeric: no lookup, no traffic
+
+
+def test_fetching_does_not_import_httpx_command_line_client():
+    """A fresh interpreter that imports the fetcher leaves httpx's CLI (and the rich and
+    pygments it pulls in) unimported, and can still import that CLI afterwards."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, aggregator.fetch, httpx\n"
+        "print(sorted(m for m in ('httpx._main', 'pygments', 'rich') if m in sys.modules))\n"
+        "import httpx._main\n"
+        "print(callable(httpx._main.main))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split("\n")
+    assert out[:2] == ["[]", "True"]
