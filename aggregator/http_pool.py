@@ -175,9 +175,8 @@ class _Body:
         self._pool, self._origin, self._conn, self._stream = pool, origin, conn, stream
         self._closed = False
 
-    async def __aiter__(self):
-        async for part in self._stream:
-            yield part
+    def __aiter__(self):
+        return aiter(self._stream)
 
     async def aclose(self) -> None:
         if self._closed:

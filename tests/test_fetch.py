@@ -55,6 +55,28 @@ def test_etag_gives_304(server):
     assert r.body is None
 
 
+def test_a_validator_with_bytes_beyond_ascii_is_sent_back_as_it_came(server):
+    """A server's ETag in latin-1 (servers send such bytes) is stored, then sent back with
+    the same bytes, and the feed answers 304 (not a failure to encode the header)."""
+    etag = '"caf\u00e9-v1"'
+    server.expect_request("/feed", headers={"If-None-Match": etag}).respond_with_data(
+        "", status=304
+    )
+    server.expect_request("/feed").respond_with_data(FEED, headers={"ETag": etag})
+    first = fetch(server.url_for("/feed"))
+    assert first.outcome is Outcome.OK and first.etag == etag
+    second = fetch(server.url_for("/feed"), etag=first.etag)
+    assert second.outcome is Outcome.NOT_MODIFIED
+
+
+def test_repeated_headers_are_read_together(server):
+    server.expect_request("/feed").respond_with_response(
+        Response(FEED, headers=[("Cache-Control", "public"), ("Cache-Control", "max-age=600")])
+    )
+    r = fetch(server.url_for("/feed"))
+    assert r.outcome is Outcome.OK and r.max_age_seconds == 600
+
+
 def test_last_modified_gives_304(server):
     lm = "Tue, 24 Nov 2026 10:00:00 GMT"
     server.expect_request("/feed", headers={"If-Modified-Since": lm}).respond_with_data(

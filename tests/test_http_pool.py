@@ -122,7 +122,7 @@ def run_fetches(urls, settings=FAST, etag=None, concurrency=None):
                     return await fetch_feed(client, FetchRequest(i, url, etag=etag), settings, NOW)
 
             results = await asyncio.gather(*(one(i, u) for i, u in enumerate(urls)))
-            pool = client.transport.pool
+            pool = client.pool
             return results, Stats(pool.opened, pool.idle)
 
     return asyncio.run(go())
@@ -234,7 +234,7 @@ def test_connections_lock_with_asyncio_locks_once_they_served_a_request(counting
             for i in range(3):
                 r = await fetch_feed(client, FetchRequest(i, srv.url("/feed")), FAST, NOW)
                 assert r.outcome is Outcome.OK
-            return [c for stack in client.transport.pool._idle.values() for c in stack]
+            return [c for stack in client.pool._idle.values() for c in stack]
 
     idle = asyncio.run(go())
     assert len(idle) == 1  # one connection, reused
