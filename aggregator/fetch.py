@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import ipaddress
+import re
 import socket
 import time
 import zlib
@@ -101,21 +102,21 @@ class FeedClient:
         body unread; leaving the block hands its connection back (or closes it). httpx's
         exceptions: httpx.InvalidURL for a URL it cannot parse, httpx.UnsupportedProtocol for
         a scheme other than http(s); httpcore's for the exchange (see ``NETWORK_ERRORS``)."""
-        u = httpx.URL(url)
-        if u.scheme not in ("http", "https"):
+        scheme, host, port, target, netloc = _target(url)
+        if scheme not in (b"http", b"https"):
             raise httpx.UnsupportedProtocol(
-                f"Request URL has an unsupported protocol '{u.scheme}://'."
-                if u.scheme
+                f"Request URL has an unsupported protocol '{scheme.decode()}://'."
+                if scheme
                 else "Request URL is missing an 'http://' or 'https://' protocol."
             )
-        if not u.host:
+        if not host:
             raise httpx.InvalidURL(f"no host in the URL {url[:200]!r}")
-        sent = [(b"Host", u.netloc), *self.headers]
+        sent = [(b"Host", netloc), *self.headers]
         if headers:
             sent += [(k.encode("ascii"), _header_bytes(v)) for k, v in headers.items()]
         request = httpcore.Request(
             method.encode("ascii"),
-            httpcore.URL(scheme=u.raw_scheme, host=u.raw_host, port=u.port, target=u.raw_path),
+            httpcore.URL(scheme=scheme, host=host, port=port, target=target),
             headers=sent,
             extensions={"timeout": self.timeout},
         )
@@ -133,6 +134,46 @@ class FeedClient:
 
     async def __aexit__(self, *exc) -> None:
         await self.aclose()
+
+
+# Request URLs made only of what httpx's parser keeps as it is: an ASCII host name or dotted-quad
+# IPv4 address, an optional port, a path and a query of unreserved and sub-delimiter characters
+# and well-formed percent-escapes, no dot segments. Most feed URLs are like this; ``_target``
+# splits them here, the same as httpx does (tests/test_fetch.py checks the two against each
+# other), and httpx parses the rest. Its parser was 14% of the fetching's CPU in a round where
+# every feed answered 304.
+_PCHAR = r"(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})"
+_PLAIN_URL = re.compile(
+    r"(https?)://([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)(?::([0-9]{1,5}))?"
+    rf"((?:/{_PCHAR}*)*)(\?(?:{_PCHAR}|[/?])*)?(?:#[!-~]*)?",
+    re.ASCII,
+)
+_IPV4_STYLE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+", re.ASCII)  # httpx checks these
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _target(url: str) -> tuple[bytes, bytes, int | None, bytes, bytes]:
+    """``url`` as a request sends it: scheme, host, port (None for the scheme's default), the
+    path with its query, and the Host header's value. httpx.InvalidURL when it is not a URL."""
+    m = _PLAIN_URL.fullmatch(url) if len(url) <= 4096 else None
+    if m is not None:
+        scheme, host, port, path, query = m.groups()
+        host = host.lower()
+        number = int(port) if port is not None else None
+        if (
+            not ("/." in path and any(seg in (".", "..") for seg in path.split("/")))
+            and not (_IPV4_STYLE.fullmatch(host) and not _IPV4.fullmatch(host))
+            and (number is None or number <= 65535)
+        ):
+            if number == _DEFAULT_PORTS[scheme]:
+                number = None
+            netloc = host if number is None else f"{host}:{number}"
+            target = (path or "/") + (query or "")
+            return scheme.encode(), host.encode(), number, target.encode(), netloc.encode()
+    u = httpx.URL(url)
+    return u.raw_scheme, u.raw_host, u.port, u.raw_path, u.netloc
 
 
 def _header_bytes(value: str) -> bytes:

@@ -9,6 +9,8 @@ import zlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from werkzeug import Response
 
 from aggregator.config import FetchSettings
@@ -315,3 +317,76 @@ def test_fetching_does_not_import_httpx_command_line_client():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split("\n")
     assert out[:2] == ["[]", "True"]
+
+
+# -- request URLs: the plain ones split without httpx's parser, the same as it splits them -------
+
+_URL_CHARS = "aZ09-._~!$&'()*+,;=:@/?#%[] é\u00a0\t"
+
+
+def _httpx_target(url):
+    import httpx
+
+    try:
+        u = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "invalid"
+    return u.raw_scheme, u.raw_host, u.port, u.raw_path, u.netloc
+
+
+def _target_or_invalid(url):
+    import httpx
+
+    from aggregator.fetch import _target
+
+    try:
+        return _target(url)
+    except httpx.InvalidURL:
+        return "invalid"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://Example.COM:80/a/b?q=1&x=%41#frag",
+        "https://news.example.org/feeds/rss.xml",
+        "http://127.0.0.1:8080/f/1.xml",
+        "http://999.1.1.1/x",
+        "http://01.2.3.4/x",
+        "http://1.2.3/x",
+        "https://h:443/p?",
+        "http://h:0080",
+        "http://h:65536/",
+        "http://h/p?a=b?c/d",
+        "http://h/p%zz",
+        "http://h/a/./b",
+        "http://h/a/../b",
+        "http://h/a/..",
+        "http://h/.well-known/feed",
+        "http://h/%7Euser/",
+        "http://h/a b",
+        "http://h/p;x=1,2",
+        "http://h/p#",
+        "http://bücher.example/feed",
+        "HTTP://h/feed",
+        "http://h/p#a b",
+    ],
+)
+def test_plain_request_urls_split_as_httpx_splits_them(url):
+    assert _target_or_invalid(url) == _httpx_target(url)
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    scheme=st.sampled_from(["http", "https", "HTTP"]),
+    host=st.lists(
+        st.one_of(st.from_regex(r"[a-zA-Z0-9-]{1,6}", fullmatch=True), st.integers(0, 300)),
+        min_size=1,
+        max_size=4,
+    ),
+    port=st.one_of(st.none(), st.from_regex(r"[0-9]{1,6}", fullmatch=True)),
+    rest=st.text(alphabet=_URL_CHARS, max_size=30),
+)
+def test_request_urls_split_as_httpx_splits_them(scheme, host, port, rest):
+    url = f"{scheme}://{'.'.join(map(str, host))}{':' + port if port else ''}/{rest}"
+    assert _target_or_invalid(url) == _httpx_target(url)
