@@ -19,7 +19,8 @@ a request checks only the one connection it takes.
 Each connection is httpcore's own ``AsyncHTTPConnection``; the HTTP itself, TLS, timeouts and
 exceptions are httpcore's, over asyncio's transports (``http_net.AsyncioBackend``) unless a
 ``network_backend`` is given, and with asyncio locks in place of its anyio ones
-(``_asyncio_locks``). ``Transport`` plugs the pool into httpx.
+(``_asyncio_locks``). A round's ``fetch.FeedClient`` sends httpcore's requests to the pool
+directly; ``Transport`` plugs it into httpx's client API (the tests use it that way).
 """
 
 from __future__ import annotations
