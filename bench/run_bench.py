@@ -3,6 +3,7 @@
     python bench/run_bench.py                    # N = 1000 feeds x 50 entries
     python bench/run_bench.py --feeds 5000
     python bench/run_bench.py --feeds 1000 5000  # several sizes in one run
+    python bench/run_bench.py --repeat 3         # each tool's rounds 3 times: medians
 
 What it does, in one invocation:
 1. Installs what is missing: nginx and newsboat (Debian packages, apt-get), reader (pip, in
@@ -32,6 +33,7 @@ import re
 import shutil
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -321,6 +323,26 @@ def run_size(n: int, entries: int, tools: list[str], concurrency: int, work: Pat
     return rows
 
 
+def medians(runs: list[dict]) -> list[dict]:
+    """One row per size, tool and round: the median of each figure over the repetitions (the
+    first repetition's order), with every repetition's wall seconds in ``wall_s_runs``."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["feeds"], r["tool"], r["round"]), []).append(r)
+    out = []
+    for same in groups.values():
+        row = dict(same[0])
+        row.pop("rep", None)
+        for key, value in same[0].items():
+            if isinstance(value, int) and key not in ("feeds", "rep"):
+                row[key] = statistics.median_low(r[key] for r in same)
+            elif isinstance(value, float):
+                row[key] = round(statistics.median(r[key] for r in same), 3)
+        row["wall_s_runs"] = [r["wall_s"] for r in same]
+        out.append(row)
+    return out
+
+
 def ratios(rows: list[dict]) -> list[dict]:
     out = []
     ours = {(r["feeds"], r["round"]): r for r in rows if r["tool"] == "aggregator"}
@@ -349,6 +371,11 @@ def print_table(rows: list[dict], rat: list[dict]) -> None:
             f"{r['feeds']:>6} {r['tool']:10} {r['round']:12} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} "
             f"{r['feeds_per_s']:>9.1f} {r['entries_per_s']:>10.1f} {r['peak_mb']:>8.1f} {r['store_mb']:>9.1f}"
         )
+    if any(len(r.get("wall_s_runs", ())) > 1 for r in rows):
+        print("\nmedians of the repetitions; each repetition's wall seconds:")
+        for r in rows:
+            runs = " ".join(f"{w:.2f}" for w in r["wall_s_runs"])
+            print(f"  {r['feeds']:>6} {r['tool']:10} {r['round']:12} {runs}")
     split = [r for r in rows if "fetch_s" in r]
     if split:
         print("\naggregator's rounds as it reports them: fetching and storing, then clustering")
@@ -372,10 +399,18 @@ def main() -> None:
     ap.add_argument("--tools", default="aggregator,reader,newsboat")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="work directory to keep")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every tool's rounds this many times, the tools in turn, and report medians",
+    )
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     tools = [t for t in args.tools.split(",") if t]
     ensure_tools(tools)
-    rows: list[dict] = []
+    runs: list[dict] = []
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
     for n in args.feeds:
@@ -386,10 +421,20 @@ def main() -> None:
             flush=True,
         )
         try:
-            rows += run_size(n, args.entries, tools, args.concurrency, work)
+            for rep in range(args.repeat):
+                if args.repeat > 1:
+                    print(f"repetition {rep + 1} of {args.repeat}", flush=True)
+                into = work / f"rep-{rep + 1}" if args.repeat > 1 else work
+                into.mkdir(exist_ok=True)
+                into.chmod(0o755)
+                runs += [
+                    r | {"rep": rep + 1}
+                    for r in run_size(n, args.entries, tools, args.concurrency, into)
+                ]
         finally:
             if args.keep is None:
                 shutil.rmtree(work, ignore_errors=True)
+    rows = medians(runs)
     rat = ratios(rows)
     print_table(rows, rat)
     out = args.out or HERE / "results" / f"peers-{'-'.join(map(str, args.feeds))}.json"
@@ -399,6 +444,7 @@ def main() -> None:
             {
                 "rows": rows,
                 "ratios": rat,
+                "runs": runs,
                 "args": vars(args) | {"out": str(out), "keep": str(args.keep)},
             },
             indent=2,
