@@ -241,3 +241,44 @@ def test_connections_lock_with_asyncio_locks_once_they_served_a_request(counting
     (conn,) = idle
     assert type(conn._request_lock) is http_pool._Lock
     assert type(conn._connection._state_lock) is http_pool._Lock
+
+
+def test_new_connections_never_touch_anyio():
+    """A new connection gets its HTTP/1.1 layer with asyncio locks before its first request
+    (ConnectionPool._open): a fresh interpreter that fetches never imports anyio's asyncio
+    backend, which httpcore's first lock acquire imported (44 ms)."""
+    import subprocess
+    import sys
+
+    code = """
+import asyncio, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from aggregator.config import FetchSettings
+from aggregator.fetch import fetch_feed, make_client
+from aggregator.models import FetchRequest
+from datetime import UTC, datetime
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        self.send_response(304); self.end_headers()
+
+srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+s = FetchSettings(concurrency=4, per_host=0)
+
+async def go():
+    async with make_client(s) as c:
+        rs = await asyncio.gather(*(
+            fetch_feed(c, FetchRequest(i, f"http://127.0.0.1:{srv.server_address[1]}/{i}",
+                                       etag='"x"'), s, datetime.now(UTC))
+            for i in range(12)))
+        return {r.outcome.value for r in rs}, c.pool.opened
+
+print(asyncio.run(go()), "anyio._backends._asyncio" in sys.modules)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    assert out == "({'not_modified'}, 4) False"  # (4 connections: the pool's 4 slots)
