@@ -29,8 +29,8 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
+import httpx
 
-from ._httpx import httpx
 from ._version import __version__
 from .config import FetchSettings
 from .http_pool import ConnectionPool

@@ -30,9 +30,9 @@ import contextlib
 from collections import OrderedDict, deque
 
 import httpcore
+import httpx
 from httpcore._synchronization import AsyncLock as _AnyioLock
 
-from ._httpx import httpx
 from .http_net import AsyncioBackend
 
 # what a reused keep-alive connection raises when the server closed it before our request

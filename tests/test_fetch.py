@@ -301,24 +301,6 @@ def test_redirect_into_a_private_address_is_refused_too():
     assert asyncio.run(refuse_private("http://8.8.8.8/x")) is None  # numeric: no lookup, no traffic
 
 
-def test_fetching_does_not_import_httpx_command_line_client():
-    """A fresh interpreter that imports the fetcher leaves httpx's CLI (and the rich and
-    pygments it pulls in) unimported, and can still import that CLI afterwards."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, aggregator.fetch, httpx\n"
-        "print(sorted(m for m in ('httpx._main', 'pygments', 'rich') if m in sys.modules))\n"
-        "import httpx._main\n"
-        "print(callable(httpx._main.main))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    ).stdout.split("\n")
-    assert out[:2] == ["[]", "True"]
-
-
 # -- request URLs: the plain ones split without httpx's parser, the same as it splits them -------
 
 _URL_CHARS = "aZ09-._~!$&'()*+,;=:@/?#%[] é\u00a0\t"
