@@ -35,6 +35,7 @@ from ._version import __version__
 from .config import FetchSettings
 from .http_pool import ConnectionPool
 from .models import FetchRequest, FetchResult, Outcome
+from .normalize import DEFAULT_PORTS
 
 USER_AGENT = f"aggregator/{__version__} (news-feed aggregator; +python-httpx)"
 ACCEPT = (
@@ -152,7 +153,6 @@ _PLAIN_URL = re.compile(
 _IPV4_STYLE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+", re.ASCII)  # httpx checks these
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _target(url: str) -> tuple[bytes, bytes, int | None, bytes, bytes]:
@@ -168,7 +168,7 @@ def _target(url: str) -> tuple[bytes, bytes, int | None, bytes, bytes]:
             and not (_IPV4_STYLE.fullmatch(host) and not _IPV4.fullmatch(host))
             and (number is None or number <= 65535)
         ):
-            if number == _DEFAULT_PORTS[scheme]:
+            if number == int(DEFAULT_PORTS[scheme]):
                 number = None
             netloc = host if number is None else f"{host}:{number}"
             target = (path or "/") + (query or "")
