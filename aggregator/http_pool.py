@@ -94,7 +94,7 @@ class ConnectionPool:
                 conn, reused = self._new(origin), False
                 await self._open(conn, request)
                 response = await conn.handle_async_request(request)
-            if not reused:  # (a reused one has had them since its first request)
+            if not reused:  # (for a connection _open left to httpcore; a reused one has them)
                 _asyncio_locks(conn)
         except BaseException:
             self._slots.release()
