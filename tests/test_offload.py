@@ -552,6 +552,34 @@ def test_a_round_worker_sends_the_rest_of_the_index_after_each_other_task(tmp_pa
     store.close()
 
 
+def test_an_index_that_stopped_before_the_task_was_sent_goes_on_after_it(tmp_path):
+    """The worker sees a task counted before the round's process has sent it: the index's
+    part can stop, and be done, before the process looks at it. Its rest still goes after
+    that task (before, it was sent only for a part not done yet: the index stayed stopped,
+    and the round's process indexed what was left itself at the end of the stage)."""
+    from .test_search import fts_consistent, harbour_store
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    path = tmp_path / "s.sqlite"
+    store, _ = harbour_store(path, 3000, now)
+    off = pipeline.Offload(str(path), SETTINGS, 1)
+    try:
+        off.pool.submit(int).result(timeout=60)  # the worker is up
+        off.sent = 1  # (as if it had parsed the round's feeds)
+        off.asked.value += 1  # a task counted, not sent yet: the index stops after a chunk
+        first = off.index_pending()
+        assert first.result(timeout=60) is False and off.indexing is first
+        off.asked.value -= 1  # (the count as it is once that task is sent: see prefetch)
+        batch = off.prefetch([1, 2, 3], 40, 0.5)
+        assert batch is not None and off.indexing is not first  # its rest comes after it
+        assert [row[0] for row in batch.result(timeout=60)] == [1, 2, 3]
+        assert off.indexed(first) and off.indexing.result() is True
+    finally:
+        off.close()
+    assert fts_consistent(store) == 3000
+    store.close()
+
+
 def test_the_worker_meters_its_clustering_stage_tasks(tmp_path):
     """The worker adds what its index, prefetched batches and the stage's writes took to the
     meter the round's process reads (Offload.outlasts): seconds and entries of each, and the
