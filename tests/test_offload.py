@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -525,17 +526,29 @@ def test_the_index_gives_way_to_a_task_sent_behind_it(tmp_path, monkeypatch):
     worker_store.close()
 
 
-def test_a_round_worker_sends_the_rest_of_the_index_after_each_other_task(tmp_path):
-    from .test_search import fts_consistent, harbour_store
+@contextmanager
+def _indexing_round(tmp_path, entries: int):
+    """(a store of ``entries`` entries not in the full-text index yet, a round's Offload on
+    it with its one worker up, as if it had parsed them); the Offload is closed after the
+    block, the store is left open."""
+    from .test_search import harbour_store
 
-    now = datetime.now(UTC).replace(microsecond=0)
     path = tmp_path / "s.sqlite"
-    store, _ = harbour_store(path, 3000, now)
+    store, _ = harbour_store(path, entries, datetime.now(UTC).replace(microsecond=0))
     off = pipeline.Offload(str(path), SETTINGS, 1)
     try:
         off.pool.submit(int).result(timeout=60)  # the worker is up
-        off.pool.submit(time.sleep, 0.5)  # and busy, so that what follows queues up
         off.sent = 1  # (as if it had parsed the round's feeds)
+        yield store, off
+    finally:
+        off.close()
+
+
+def test_a_round_worker_sends_the_rest_of_the_index_after_each_other_task(tmp_path):
+    from .test_search import fts_consistent
+
+    with _indexing_round(tmp_path, 3000) as (store, off):
+        off.pool.submit(time.sleep, 0.5)  # the worker is busy, so that what follows queues up
         first = off.index_pending()
         assert off.indexing is first and not off.busy()  # the index alone gives way
         batch = off.prefetch([1, 2, 3], 40, 0.5)
@@ -546,8 +559,6 @@ def test_a_round_worker_sends_the_rest_of_the_index_after_each_other_task(tmp_pa
         assert first.result(timeout=60) is False  # it stopped for the batch
         assert off.indexed(first)  # (waits for the last part)
         assert rest.result() is True
-    finally:
-        off.close()
     assert fts_consistent(store) == 3000
     store.close()
 
@@ -557,15 +568,9 @@ def test_an_index_that_stopped_before_the_task_was_sent_goes_on_after_it(tmp_pat
     part can stop, and be done, before the process looks at it. Its rest still goes after
     that task (before, it was sent only for a part not done yet: the index stayed stopped,
     and the round's process indexed what was left itself at the end of the stage)."""
-    from .test_search import fts_consistent, harbour_store
+    from .test_search import fts_consistent
 
-    now = datetime.now(UTC).replace(microsecond=0)
-    path = tmp_path / "s.sqlite"
-    store, _ = harbour_store(path, 3000, now)
-    off = pipeline.Offload(str(path), SETTINGS, 1)
-    try:
-        off.pool.submit(int).result(timeout=60)  # the worker is up
-        off.sent = 1  # (as if it had parsed the round's feeds)
+    with _indexing_round(tmp_path, 3000) as (store, off):
         off.asked.value += 1  # a task counted, not sent yet: the index stops after a chunk
         first = off.index_pending()
         assert first.result(timeout=60) is False and off.indexing is first
@@ -574,8 +579,6 @@ def test_an_index_that_stopped_before_the_task_was_sent_goes_on_after_it(tmp_pat
         assert batch is not None and off.indexing is not first  # its rest comes after it
         assert [row[0] for row in batch.result(timeout=60)] == [1, 2, 3]
         assert off.indexed(first) and off.indexing.result() is True
-    finally:
-        off.close()
     assert fts_consistent(store) == 3000
     store.close()
 
