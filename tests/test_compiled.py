@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
@@ -262,6 +262,29 @@ def test_the_top_candidates_are_those_a_stable_sort_keeps(accs, k):
         tops.append(sys.modules["aggregator.dedup._ccluster"]._top)
     for top in tops:
         assert [s.id for s in top(stories, k)] == expected
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0, 1.5, 2.25, 7.0]), max_size=80))
+@example([0.5] * 64 + [1.0])  # (one more than the arrays hold)
+@example([0.5, 1.0] * 32)
+def test_an_entry_s_tokens_are_looked_up_in_the_order_a_stable_sort_gives(weights):
+    """``_heaviest_first`` orders an entry's token records as ``sorted(..., reverse=True)`` by
+    weight: the heaviest first, ties in the entry's order (it decides which tokens are looked
+    up, and in what order the candidates are met). The compiled build sorts up to SORT_SPACE
+    by insertion in C arrays, more with the sort (up to 80 here: both ways)."""
+    recs = []
+    for i, w in enumerate(weights):
+        r = cluster.TokenStats(tok=f"t{i}")
+        r.w = w
+        recs.append(r)
+    expected = [r.tok for r in sorted(recs, key=lambda r: r.w, reverse=True)]
+    builds = [pure_module().Clusterer(ClusterSettings())]
+    if cluster.IMPLEMENTATION == "compiled":
+        builds.append(cluster.Clusterer(ClusterSettings()))  # (its records are the compiled ones)
+    for c in builds:
+        assert [r.tok for r in c._heaviest_first(recs)] == expected
+    assert [r.w for r in recs] == weights  # (the records themselves are left as they were)
 
 
 def test_summary_tokens_share_the_weight_object_they_were_given():

@@ -112,6 +112,11 @@ cdef class Clusterer:
     cdef public double _lift
     cdef public bint _single_full
     cdef public Py_ssize_t _stamp
+    cdef double _sort_w[64]  # (SORT_SPACE)
+    cdef Py_ssize_t _sort_at[64]
+
+    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, r=TokenStats, w=double)
+    cpdef list _heaviest_first(self, list recs)
 
     @cython.locals(r=TokenStats)
     cpdef double idf(self, str token)
