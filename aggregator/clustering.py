@@ -117,17 +117,14 @@ def prefetched(
     """Those of these entries still without a story, in this order, each as (entry id, feed
     id, url, published, its features packed) (a Prefetch's work, in the process that does
     it)."""
-    from .dedup.text import features, pack
+    from .dedup.text import features, pack_many
 
+    items = list(store.unclustered_items(ids))
+    packed = pack_many(
+        [features(c.title, c.summary, summary_tokens, summary_weight) for c in items]
+    )
     return [
-        (
-            c.entry_id,
-            c.feed_id,
-            c.url,
-            c.published,
-            pack(features(c.title, c.summary, summary_tokens, summary_weight)),
-        )
-        for c in store.unclustered_items(ids)
+        (c.entry_id, c.feed_id, c.url, c.published, p) for c, p in zip(items, packed, strict=True)
     ]
 
 

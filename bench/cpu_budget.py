@@ -15,7 +15,7 @@ itself, in this process, over the same data, as the round calls it, and reports 
              store opened as a round's worker opens it (``bulk``): the feed's state, its
              entries, its next check
 - index      ``store.index_pending``: the full-text index of the entries written
-- features   ``store.unclustered_items`` + ``text.features`` + ``text.pack``, as a worker
+- features   ``store.unclustered_items`` + ``text.features`` + ``text.pack_many``, as a worker
              prepares the clustering stage's batches (``clustering.prefetched``)
 - place      ``Clusterer.add_many`` of those packed features, in clustering order
 - apply      ``store.apply_clustering`` of the assignments, 10,000 at a time, each to its
@@ -46,7 +46,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 STAGES = ("parse", "normalize", "write", "index", "features", "place", "apply", "snapshot")
-APPLY_CHUNK = 10_000  # assignments per apply_clustering, as the stage's batches write them
+# entries per batch the worker prepares (features) and per apply_clustering (apply), as the
+# stage's full batches
+BATCH = 10_000
 
 
 def feed_files(bench_dir: Path, limit: int | None) -> list[Path]:
@@ -116,7 +118,13 @@ def one_run(files: list[Path], bodies: list[bytes], now: datetime) -> tuple[dict
             queue = store.unclustered_ids()
             rows = timed(
                 "features",
-                lambda: prefetched(store, queue, cs.summary_tokens, cs.summary_weight),
+                lambda: [
+                    row
+                    for at in range(0, len(queue), BATCH)  # (the stage's full batches)
+                    for row in prefetched(
+                        store, queue[at : at + BATCH], cs.summary_tokens, cs.summary_weight
+                    )
+                ],
             )
             items = _items(rows)
             clusterer = Clusterer(cs)
@@ -127,8 +135,8 @@ def one_run(files: list[Path], bodies: list[bytes], now: datetime) -> tuple[dict
             ]
 
             def apply() -> None:
-                for at in range(0, len(assignments), APPLY_CHUNK):
-                    chunk = assignments[at : at + APPLY_CHUNK]
+                for at in range(0, len(assignments), BATCH):
+                    chunk = assignments[at : at + BATCH]
                     store.apply_clustering(chunk, merges if at == 0 else [], now)
 
             timed("apply", apply)

@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -364,6 +364,40 @@ def test_unpacked_tokens_are_the_clusterer_s_own_strings():
                 assert a is b is s is c.stats[a].tok
 
 
+def test_a_record_dropped_while_its_batch_is_placed_is_looked_up_again():
+    """The entries ``pack_many`` packs share their batch's vocabulary, whose records the
+    clusterer keeps while it places them. A record dropped meanwhile (the stories with its
+    token left the window) is not the token's any more: the next entry with the token gets
+    the token's record anew, as it does when its features come from its text."""
+    first = datetime(2026, 1, 1, tzinfo=UTC)
+    later = first + timedelta(days=30)
+    texts = [
+        ("Harbour strikes spread to three ports", "Dockers walk out over pay rosters", first),
+        ("Harbour strikes end after pay deal", "Dockers return to the three ports", later),
+    ]
+    for tb in _builds():
+        fs = [tb.features(title, summary) for title, summary, _ in texts]
+        for cb in _cluster_builds():
+            seen = []
+            for packed in (None, tb.pack_many(fs)):
+                c = cb.Clusterer(cb.ClusterSettings(window_hours=12))
+                items = [
+                    cb.Item(n, "s", None, title, summary, when)
+                    if packed is None
+                    else cb.Item(n, "s", None, "", "", when, packed[n])
+                    for n, (title, summary, when) in enumerate(texts)
+                ]
+                c.add(items[0])
+                c.evict(later.timestamp())  # the first story leaves the window,
+                c._forget_idle()  # and the records only it needed are dropped
+                dropped = set(fs[0].weights) - set(c.stats)
+                assert dropped & set(fs[1].weights)  # (some of them the second entry has)
+                c.add(items[1])
+                assert all(c.stats[tok].df == 1 for tok in fs[1].weights)
+                seen.append((c.df, c.sf, sorted(c.stories)))
+            assert seen[0] == seen[1]
+
+
 def _cluster_builds() -> list:
     """cluster.py's builds: the pure module, and the compiled one when it is in use."""
     return [pure_module(cluster)] + ([cluster] if cluster.IMPLEMENTATION == "compiled" else [])
@@ -394,15 +428,15 @@ def test_items_with_packed_features_are_placed_as_their_text_is():
     builds = [cluster] + ([pure_module()] if cluster.IMPLEMENTATION == "compiled" else [])
     for build in builds:
         s = build.ClusterSettings(**kw)
-        packed = [
-            dataclasses.replace(
-                i,
-                title="",
-                summary="",
-                features=text.pack(text.features(i.title, i.summary, s.summary_tokens, 0.4)),
-            )
-            for i in items
-        ]
+        # in batches of 400, as the stage's worker packs a batch: each its own vocabulary
+        packed = []
+        for at in range(0, len(items), 400):
+            batch = items[at : at + 400]
+            fs = [text.features(i.title, i.summary, s.summary_tokens, 0.4) for i in batch]
+            packed += [
+                dataclasses.replace(i, title="", summary="", features=p)
+                for i, p in zip(batch, text.pack_many(fs), strict=True)
+            ]
         from_text = build.Clusterer(s).add_many(items)
         assert {a.reason.split(":")[0] for a in from_text} >= {"new", "same-url", "similar"}
         assert [tuple(a) for a in build.Clusterer(s).add_many(packed)] == [

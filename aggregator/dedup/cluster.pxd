@@ -48,6 +48,7 @@ cdef class TokenStats:
     cdef public list posting
     cdef public Py_ssize_t stale
     cdef public double w
+    cdef public bint gone
 
 
 # the snapshot's chunks (typed: the arrays are read in place, a story's fields set directly)
@@ -112,6 +113,10 @@ cdef class Clusterer:
     cdef public double _lift
     cdef public bint _single_full
     cdef public Py_ssize_t _stamp
+    cdef object _vocabulary
+    cdef list _vocab_tokens
+    cdef list _vocab_records
+    cdef const unsigned int[:] _vocab_numbers
     cdef double _sort_w[64]  # (SORT_SPACE)
     cdef Py_ssize_t _sort_at[64]
 
@@ -126,8 +131,12 @@ cdef class Clusterer:
 
     cpdef TokenStats _looked_up(self, str token)
 
-    @cython.locals(weights=dict, recs=list, r=TokenStats, s=str)
+    @cython.locals(weights=dict, recs=list, r=TokenStats, tokens=list, records=list,
+                   numbers="const unsigned int[:]", start=Py_ssize_t, mid=Py_ssize_t,
+                   end=Py_ssize_t, i=Py_ssize_t, k=Py_ssize_t)
     cpdef tuple _unpack(self, tuple packed)
+
+    cpdef _forget_batch(self)
 
     @cython.locals(weights=dict, recs=list, r=TokenStats)
     cpdef list _records(self, f)

@@ -134,9 +134,10 @@ class Item:
     summary: str
     published: datetime
     # its features when they were computed already, for the clusterer's settings (in another
-    # process: ClusteringStage), as ``text.pack`` gives them; the title and summary are then not
-    # read. (Unpacked as each is placed: 10,000 of the bench's items waiting to be placed held
-    # 6.8 MB so, against 12.3 MB with their Features, and 10.7 MB with their text instead.)
+    # process: ClusteringStage), as ``text.pack_many`` gives them; the title and summary are
+    # then not read. (Unpacked as each is placed: 10,000 of the bench's items waiting to be
+    # placed, packed with their tokens as text, held 6.8 MB, against 12.3 MB with their
+    # Features, and 10.7 MB with their text instead.)
     features: tuple | None = field(default=None, compare=False, repr=False)
 
 
@@ -261,7 +262,7 @@ class TokenStats:
     (the token's weight in the entry being placed). A record whose counts are zero holds only
     a memoized idf (of a token no entry in the window has, or had when it was computed)."""
 
-    __slots__ = ("df", "epoch", "idf", "posting", "sf", "stale", "tok", "w")
+    __slots__ = ("df", "epoch", "gone", "idf", "posting", "sf", "stale", "tok", "w")
 
     def __init__(self, df: int = 0, sf: int = 0, idf: float = 0.0, epoch: int = -1, tok: str = ""):
         self.df = df
@@ -272,6 +273,7 @@ class TokenStats:
         self.posting: list[StoryState] | None = None
         self.stale = 0
         self.w = 0.0
+        self.gone = False  # dropped from the statistics (a batch's vocabulary may still hold it)
 
 
 # -- the snapshot's chunks (Clusterer.dump and load) ----------------------------------------------
@@ -592,6 +594,11 @@ class Clusterer:
         # summary_weight): when kappa times the lower one reaches 1, every token of such a
         # story counts fully, and scoring need not look it up (most candidates are such)
         self._single_full = self.s.kappa * min(1.0, self.s.summary_weight) >= 1.0
+        # the vocabulary of the batch being placed, and its records (see _unpack)
+        self._vocabulary: tuple | None = None
+        self._vocab_tokens: list[str] | None = None
+        self._vocab_records: list[TokenStats | None] | None = None
+        self._vocab_numbers = None  # (its numbers: a view of them in the compiled build)
         # room for _heaviest_first's sort: SORT_SPACE each (C arrays in the compiled build)
         self._sort_w = [0.0] * 64
         self._sort_at = [0] * 64
@@ -631,9 +638,12 @@ class Clusterer:
         the collector's passes over them cost more than a tenth of the time, while what one
         ``add`` throws away is acyclic and freed at once anyway."""
         with gc_paused():
-            if story_ids is None:
-                return [self.add(item) for item in items]
-            return [self.add(item, sid) for item, sid in zip(items, story_ids, strict=True)]
+            try:
+                if story_ids is None:
+                    return [self.add(item) for item in items]
+                return [self.add(item, sid) for item, sid in zip(items, story_ids, strict=True)]
+            finally:
+                self._forget_batch()
 
     # -- a snapshot between processes ------------------------------------------------------------
 
@@ -785,22 +795,37 @@ class Clusterer:
         return r
 
     def _unpack(self, packed: tuple) -> tuple[Features, list[TokenStats]]:
-        """The Features ``text.pack`` took apart, its summary tokens weighing the settings'
-        ``summary_weight`` (the object: the profiles share it), with the record of each of its
-        tokens in the order of its weights (made for a token that has none yet, as
+        """The Features ``text.pack_many`` took apart, its summary tokens weighing the
+        settings' ``summary_weight`` (the object: the profiles share it), with the record of
+        each of its tokens in the order of its weights (made for a token that has none yet, as
         ``_looked_up`` does). Its tokens are the records' strings, the ones every story with
-        them shares: a token is kept once, and comparing two is comparing pointers."""
-        title, summary, years, decimals, title_key = packed
+        them shares: a token is kept once, and comparing two is comparing pointers. The
+        records of its batch's vocabulary are kept while its entries are placed (until
+        ``add_many`` returns), each looked up when an entry first has it, and again when the
+        record was dropped since (``TokenStats.gone``)."""
+        vocabulary, start, mid, end, years, decimals, title_key = packed
+        if vocabulary is not self._vocabulary:
+            self._vocabulary = vocabulary
+            self._vocab_tokens = vocabulary[0].split(" ")
+            self._vocab_records = [None] * len(self._vocab_tokens)
+            self._vocab_numbers = vocabulary[1]
+        tokens, records, numbers = self._vocab_tokens, self._vocab_records, self._vocab_numbers
         weights = {}
         recs = []
-        # (the summary's weight is the settings' object: the profiles share it)
-        for text, w in ((title, 1.0), (summary, self.s.summary_weight)):
-            if text:
-                for s in text.split(" "):
-                    r = self._record(s)
-                    weights[r.tok] = w
-                    recs.append(r)
+        summary_weight = self.s.summary_weight  # (the object: the profiles share it)
+        for i in range(start, end):
+            k = numbers[i]
+            r = records[k]
+            if r is None or r.gone:
+                r = records[k] = self._record(tokens[k])
+            weights[r.tok] = _ONE if i < mid else summary_weight  # (shared objects)
+            recs.append(r)
         return Features(weights, years or _NONE, decimals or _NONE, title_key), recs
+
+    def _forget_batch(self) -> None:
+        """Let go of the vocabulary ``_unpack`` kept (its batch is placed)."""
+        self._vocabulary = self._vocab_tokens = self._vocab_records = None
+        self._vocab_numbers = None
 
     def _records(self, f: Features) -> list[TokenStats]:
         """The record of each token of ``f``, in the order of its weights (see ``_unpack``),
@@ -1269,6 +1294,7 @@ class Clusterer:
             r = stats.get(tok)
             if r is not None and r.df == 0 and r.sf == 0:
                 del stats[tok]
+                r.gone = True
         self._idle = []
 
     @property
@@ -1330,6 +1356,7 @@ class Clusterer:
                     self._idle.append(tok)
                 else:
                     del stats[tok]
+                    r.gone = True
             elif r.posting is None:
                 if r.sf <= self.s.max_postings:
                     rebuild[tok] = r

@@ -21,5 +21,8 @@ cpdef list first_words(text, Py_ssize_t k)
                numbers=bint, w=str, s=str)
 cpdef features(title, summary=*, Py_ssize_t summary_tokens=*, summary_weight=*)
 
-@cython.locals(weights=dict, tokens=list, n=Py_ssize_t)
+@cython.locals(distinct=dict, numbers=list, spans=list, start=Py_ssize_t, mid=Py_ssize_t,
+               title=bint, tok=str)
+cpdef list pack_many(fs)
+
 cpdef tuple pack(f)
