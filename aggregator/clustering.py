@@ -116,15 +116,23 @@ def prefetched(
 ) -> list[tuple]:
     """Those of these entries still without a story, in this order, each as (entry id, feed
     id, url, published, its features packed) (a Prefetch's work, in the process that does
-    it)."""
+    it; and the stage's own, for a batch it reads itself)."""
+    return _packed_rows(store.unclustered_items(ids), summary_tokens, summary_weight)
+
+
+def _packed_rows(
+    entries: Iterable[ClusterItem], summary_tokens: int, summary_weight: float
+) -> list[tuple]:
+    """The entries as ``prefetched`` gives them: their features computed and packed together
+    (``text.pack_many``: the clusterer then looks each distinct token up once)."""
     from .dedup.text import features, pack_many
 
-    items = list(store.unclustered_items(ids))
+    entries = list(entries)
     packed = pack_many(
-        [features(c.title, c.summary, summary_tokens, summary_weight) for c in items]
+        [features(c.title, c.summary, summary_tokens, summary_weight) for c in entries]
     )
     return [
-        (c.entry_id, c.feed_id, c.url, c.published, p) for c, p in zip(items, packed, strict=True)
+        (c.entry_id, c.feed_id, c.url, c.published, p) for c, p in zip(entries, packed, strict=True)
     ]
 
 
@@ -316,7 +324,8 @@ class ClusteringStage:
         since = earliest - timedelta(hours=self.settings.window_hours)
         known = store.clustered_since(since)  # streamed: the window may be big
         while chunk := list(islice(known, 5_000)):
-            c.add_many(map(to_item, chunk), [k.story_id for k in chunk])
+            rows = _packed_rows(chunk, self.settings.summary_tokens, self.settings.summary_weight)
+            c.add_many(_items(rows), [k.story_id for k in chunk])
         for a, b in store.story_blocks():
             c.block(a, b)
         c.merged_into.clear()
@@ -409,7 +418,9 @@ class ClusteringStage:
                         return _items(rows)
                 else:
                     fut.cancel()
-            return [to_item(c) for c in store.unclustered_items(queue[first:at])]
+            return _items(
+                prefetched(store, queue[first:at], settings.summary_tokens, settings.summary_weight)
+            )
 
         def ask() -> None:
             """Ask for the queue's next batch, if any is left."""
