@@ -996,7 +996,9 @@ class Clusterer:
         stamp = self._stamp
         touched: list[StoryState] = []  # the stories with weight in this pass, in order
         skipped = 0.0  # weight of tokens not looked up: counted in the bound below
-        not_looked_up: list[tuple[str, float]] = []
+        # (their records: each holds its token and its weight in this pass, ``w``; a tuple of
+        # the two per token made ~30 tuples and floats per entry, at lookup_tokens = 8)
+        not_looked_up: list[TokenStats] = []
         looked: set[str] = set()  # the tokens whose postings were read
         lookups = 0
         single_full = self._single_full
@@ -1008,12 +1010,12 @@ class Clusterer:
             tok, w = r.tok, r.w
             if live > max_post or lookups >= max_lookups:
                 skipped += w
-                not_looked_up.append((tok, w))
+                not_looked_up.append(r)
                 continue
             posting = r.posting
             if posting is None:  # too common a moment ago: not indexed yet again
                 skipped += w
-                not_looked_up.append((tok, w))
+                not_looked_up.append(r)
                 continue
             lookups += 1
             looked.add(tok)
@@ -1061,8 +1063,10 @@ class Clusterer:
                         share = kappa * (1.0 if i < n_title else self.s.summary_weight)
                         a += w if share >= 1.0 else w * share
                 else:
-                    for tok, w in not_looked_up:
+                    for r in not_looked_up:
+                        tok = r.tok
                         if tok in tokens:
+                            w = r.w
                             share = kappa * tokens[tok] / n
                             a += w if share >= 1.0 else w * share
                 exact = a / total
