@@ -223,20 +223,23 @@ def pack_many(fs: Iterable[Features]) -> list[tuple]:
     Features took 10-13 us to load here, against 21-30 us to compute it). Their tokens are
     numbers, places in a vocabulary they share: the batch's distinct tokens as one string, and
     every entry's numbers one after another in one array, sent once with the batch (a pickle
-    keeps one copy of what several of its objects hold). Each is (that vocabulary, where its
-    numbers start, where its summary's start, where they end, its years, its decimals, its
-    title key); its title's tokens (weight 1.0, first in ``weights``) before its summary's (a
-    summary weight of 1.0 is told apart by nothing: none need be). The clusterer so looks each
-    distinct token of a batch up once, where it looked up each token of each entry by its
-    text (a batch of 10,000 of the bench's entries: 382,600 tokens, 16,500 distinct)."""
+    keeps one copy of what several of its objects hold). Each is (that vocabulary, a list of
+    the string and the array; where its numbers start, where its summary's start, where they
+    end; its years, its decimals, its title key); its title's tokens (weight 1.0, first in
+    ``weights``) before its summary's (a summary weight of 1.0 is told apart by nothing: none
+    need be). The clusterer so looks each distinct token of a batch up once, where it looked
+    up each token of each entry by its text (a batch of 10,000 of the bench's entries: 382,600
+    tokens, 16,500 distinct)."""
     distinct: dict[str, int] = {}
     numbers = []
-    spans = []
+    vocabulary = [None, None]  # (filled once all are packed: their tokens, their numbers)
+    out = []
     for f in fs:
         start = len(numbers)
         title = True
         mid = start
-        for tok, w in f.weights.items():
+        weights = f.weights
+        for tok, w in weights.items():
             k = distinct.get(tok)
             if k is None:
                 k = distinct[tok] = len(distinct)
@@ -246,9 +249,12 @@ def pack_many(fs: Iterable[Features]) -> list[tuple]:
                     mid += 1
                 else:
                     title = False
-        spans.append((start, mid, len(numbers), f.years or None, f.decimals or None, f.title_key))
-    vocabulary = (" ".join(distinct), array("I", numbers))  # (a token holds no space)
-    return [(vocabulary, *span) for span in spans]
+        out.append(
+            (vocabulary, start, mid, len(numbers), f.years or None, f.decimals or None, f.title_key)
+        )
+    vocabulary[0] = " ".join(distinct)  # (a token holds no space)
+    vocabulary[1] = array("I", numbers)
+    return out
 
 
 def pack(f: Features) -> tuple:
