@@ -595,7 +595,7 @@ class Clusterer:
         # story counts fully, and scoring need not look it up (most candidates are such)
         self._single_full = self.s.kappa * min(1.0, self.s.summary_weight) >= 1.0
         # the vocabulary of the batch being placed, and its records (see _unpack)
-        self._vocabulary: tuple | None = None
+        self._vocabulary: list | None = None
         self._vocab_tokens: list[str] | None = None
         self._vocab_records: list[TokenStats | None] | None = None
         self._vocab_numbers = None  # (its numbers: a view of them in the compiled build)
