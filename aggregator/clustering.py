@@ -127,13 +127,18 @@ def _packed_rows(
     (``text.pack_many``: the clusterer then looks each distinct token up once)."""
     from .dedup.text import features, pack_many
 
-    entries = list(entries)
-    packed = pack_many(
-        [features(c.title, c.summary, summary_tokens, summary_weight) for c in entries]
-    )
-    return [
-        (c.entry_id, c.feed_id, c.url, c.published, p) for c, p in zip(entries, packed, strict=True)
-    ]
+    heads = []  # (entry id, feed id, url, published) of each
+
+    def each():
+        # one entry at a time: its text and its Features are dropped once it is packed
+        # (packing a list of the Features of 10,000 of the bench's entries peaked 13.9 MB
+        # higher, tracemalloc)
+        for c in entries:
+            heads.append((c.entry_id, c.feed_id, c.url, c.published))
+            yield features(c.title, c.summary, summary_tokens, summary_weight)
+
+    packed = pack_many(each())
+    return [(*head, p) for head, p in zip(heads, packed, strict=True)]
 
 
 # With a prefetch (a round's worker reads the batches ahead and computes their features), the

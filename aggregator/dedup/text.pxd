@@ -21,8 +21,8 @@ cpdef list first_words(text, Py_ssize_t k)
                numbers=bint, w=str, s=str)
 cpdef features(title, summary=*, Py_ssize_t summary_tokens=*, summary_weight=*)
 
-@cython.locals(distinct=dict, numbers=list, vocabulary=list, out=list, start=Py_ssize_t,
-               mid=Py_ssize_t, title=bint, weights=dict, tok=str, w=double)
+@cython.locals(distinct=dict, vocabulary=list, out=list, start=Py_ssize_t, end=Py_ssize_t,
+               mid=Py_ssize_t, title=bint, weights=dict, mine=list, tok=str, w=double)
 cpdef list pack_many(fs)
 
 cpdef tuple pack(f)
