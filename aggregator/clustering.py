@@ -93,6 +93,8 @@ _cluster_module = None
 
 def _items(rows: list[tuple]) -> list[Item]:
     """``prefetched`` rows as the clusterer's items (their features still packed)."""
+    if not rows:  # (a round with nothing to place does without the clusterer's module)
+        return []
     item = _cluster().Item
     return [
         item(eid, str(feed), url, "", "", published, packed)
@@ -117,6 +119,8 @@ def prefetched(
     """Those of these entries still without a story, in this order, each as (entry id, feed
     id, url, published, its features packed) (a Prefetch's work, in the process that does
     it; and the stage's own, for a batch it reads itself)."""
+    if not ids:  # (a round with nothing to place: nothing to read, or to import)
+        return []
     return _packed_rows(store.unclustered_items(ids), summary_tokens, summary_weight)
 
 
