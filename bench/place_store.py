@@ -35,23 +35,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def packed_rows(store: Path, limit: int | None) -> list[tuple]:
     """(entry id, feed id, url, published, packed features), in clustering order."""
+    from aggregator.clustering import _packed_rows
     from aggregator.dedup.base import ClusterSettings
-    from aggregator.dedup.text import features, pack_many
+    from aggregator.models import ClusterItem
 
     s = ClusterSettings()
     db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
     sql = "SELECT id, feed_id, url, title, summary, published FROM entries ORDER BY published, id"
     if limit:
         sql += f" LIMIT {int(limit)}"
-    rows = db.execute(sql).fetchall()
+    cursor = db.execute(sql)
     out = []
-    for at in range(0, len(rows), 10_000):  # (packed 10,000 at a time, as the stage's batches)
-        batch = rows[at : at + 10_000]
-        fs = [features(r[3], r[4], s.summary_tokens, s.summary_weight) for r in batch]
-        out += [
-            (eid, feed, url, datetime.fromtimestamp(published, UTC), packed)
-            for (eid, feed, url, _, _, published), packed in zip(batch, pack_many(fs), strict=True)
-        ]
+    while batch := cursor.fetchmany(10_000):  # (packed 10,000 at a time, as the stage's batches)
+        entries = (
+            ClusterItem(eid, feed, url, title, summary, datetime.fromtimestamp(published, UTC))
+            for eid, feed, url, title, summary, published in batch
+        )
+        out += _packed_rows(entries, s.summary_tokens, s.summary_weight)
     return out
 
 
