@@ -153,6 +153,16 @@ FIRST_BATCH = 2_000
 # is not asked for one (Offload.prefetch), so this is for a worker that was free and is slow
 # (reading and tokenizing 10,000 entries here takes ~0.5 s).
 PREFETCH_WAIT_S = 0.25
+# In a long queue (at least LONG_QUEUE batches), a write waits for this many batches' entries
+# (the last one apart). A write's cost per entry falls with its size: its rows are spread over
+# the entries table (placed in time order, stored in arrival order), and its commit logs, and
+# the checkpoint after it copies, each page it changed once, however many of its rows the page
+# holds. The 5000-feed bench's 252,500 assignments (bench/cpu_budget.py --write-batch): 4.89 s
+# of CPU 10,000 a write, 3.63 s 20,000, 3.27 s 40,000; the 1000-feed bench's 50,500: 0.49-0.54
+# s, and 0.47-0.48 s 40,000 a write. So a short queue keeps writing each batch as soon as the
+# worker is free: little to gain, and its last write, on the round's critical path, would grow.
+WRITE_FLOOR = 4
+LONG_QUEUE = 16
 
 # 2: token statistics as one string of tokens and arrays; 3: the header in a fixed space at the
 # start of the file, the body after it (so the body can be written before the header is known);
@@ -385,17 +395,19 @@ class ClusteringStage:
         queue: Sequence[int] = ()  # ids of the entries without a story, in clustering order
         at = 0  # where in ``queue`` the next batch starts
         size = batch  # how many entries the next batch takes from it
+        floor = 0  # entries a write waits for, the last one apart (WRITE_FLOOR)
         placed = 0  # entries of ``queue`` placed (in this start of it)
         placing_s = 0.0  # the time their placing took
         written = 0  # and those written
 
         def start() -> list[Item]:
             """Read the queue anew and its first batch."""
-            nonlocal queue, at, ahead, size, placed, placing_s, written
+            nonlocal queue, at, ahead, size, placed, placing_s, written, floor
             if ahead is not None:
                 ahead[0].cancel()
                 ahead = None
             queue, at = store.unclustered_ids(), 0
+            floor = WRITE_FLOOR * batch if len(queue) >= LONG_QUEUE * batch else 0
             placed, placing_s, written = 0, 0.0, 0
             size = min(batch, FIRST_BATCH) if prefetch is not None else batch
             return read()
@@ -461,13 +473,16 @@ class ClusteringStage:
                 touched.add(done)
                 total, merges, written = total + n, merges + m, written + n
 
-        def send() -> None:
+        def send(last: bool = False) -> None:
             """Send the placed batches not sent yet as one write, once the write in flight is
-            done; while it is not, placing goes on and they wait for the next call."""
+            done and they are at least ``floor`` entries (or the ``last``); while not, placing
+            goes on and they wait for the next call."""
             nonlocal writing, out_rows, out_merged, out_n
             if not out_n or (
                 writing is not None and writing[0] is not None and not writing[0].done()
             ):
+                return
+            if out_n < floor and not last:
                 return
             settle()
             args = (out_rows, out_merged, now, self.generation)
@@ -479,7 +494,7 @@ class ClusteringStage:
         def flush() -> None:
             """Everything placed so far, written."""
             settle()
-            send()
+            send(last=True)
             settle()
 
         # The next batch is read before the last one's write is done: its ids are the queue's
@@ -515,10 +530,10 @@ class ClusteringStage:
                             # was most often in flight here already, and waiting for it
                             # before the body kept the process 0.24 s longer in a traced
                             # cold round of 1000 feeds)
-                            send()
+                            send(last=True)
                             if out_n:
                                 settle()
-                                send()
+                                send(last=True)
                             self._write_ahead(store)
                         flush()
                         break

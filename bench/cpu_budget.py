@@ -18,9 +18,9 @@ itself, in this process, over the same data, as the round calls it, and reports 
 - features   ``store.unclustered_items`` + ``text.features`` + ``text.pack_many``, as a worker
              prepares the clustering stage's batches (``clustering.prefetched``)
 - place      ``Clusterer.add_many`` of those packed features, in clustering order
-- apply      ``store.apply_clustering`` of the assignments, 10,000 at a time, each to its
-             story as it ends up (the merges go with the first chunk; the stage sends each
-             batch's with that batch)
+- apply      ``store.apply_clustering`` of the assignments, 10,000 at a time
+             (``--write-batch``), each to its story as it ends up (the merges go with the
+             first chunk; the stage sends each batch's with that batch)
 - snapshot   ``Clusterer.dump`` to memory (a one-shot round writes it at its end)
 
 Not here: fetching (``bench/fetch_layers.py`` times the HTTP layer), starting the round's
@@ -61,7 +61,9 @@ def feed_files(bench_dir: Path, limit: int | None) -> list[Path]:
     return files[:limit] if limit else files
 
 
-def one_run(files: list[Path], bodies: list[bytes], now: datetime) -> tuple[dict, dict]:
+def one_run(
+    files: list[Path], bodies: list[bytes], now: datetime, write_batch: int = BATCH
+) -> tuple[dict, dict]:
     """Every stage once, on a fresh store: (CPU seconds of each, what to report besides)."""
     from aggregator.clustering import _items, prefetched
     from aggregator.config import Settings
@@ -135,8 +137,8 @@ def one_run(files: list[Path], bodies: list[bytes], now: datetime) -> tuple[dict
             ]
 
             def apply() -> None:
-                for at in range(0, len(assignments), BATCH):
-                    chunk = assignments[at : at + BATCH]
+                for at in range(0, len(assignments), write_batch):
+                    chunk = assignments[at : at + write_batch]
                     store.apply_clustering(chunk, merges if at == 0 else [], now)
 
             timed("apply", apply)
@@ -155,6 +157,12 @@ def main() -> None:
     ap.add_argument("bench_dir", type=Path, help="a kept bench run (run_bench.py --keep DIR)")
     ap.add_argument("--repeat", type=int, default=3, help="runs; the table has their medians")
     ap.add_argument("--feeds", type=int, default=None, help="the first N feeds (all by default)")
+    ap.add_argument(
+        "--write-batch",
+        type=int,
+        default=BATCH,
+        help="assignments to a write in the apply stage (default: %(default)s)",
+    )
     args = ap.parse_args()
     if args.repeat < 1:
         raise SystemExit("error: --repeat must be at least 1")
@@ -166,7 +174,7 @@ def main() -> None:
     now = datetime.now(UTC)
     runs, info = [], {}
     for r in range(args.repeat):
-        cpu, info = one_run(files, bodies, now)
+        cpu, info = one_run(files, bodies, now, args.write_batch)
         runs.append(cpu)
         print(f"run {r + 1} of {args.repeat}: {sum(cpu.values()):.2f} s of CPU", file=sys.stderr)
     med = {s: statistics.median(run[s] for run in runs) for s in STAGES}

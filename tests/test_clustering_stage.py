@@ -424,6 +424,43 @@ def test_batches_placed_while_the_worker_is_busy_go_in_one_write(db_target, offl
     store.close()
 
 
+@pytest.mark.parametrize("where", ["here", "in a worker"])
+def test_a_long_queue_is_written_a_few_batches_at_a_time(db_target, where, request, monkeypatch):
+    """A queue of at least LONG_QUEUE batches: each write but the last waits for WRITE_FLOOR
+    batches' entries (a write's cost per entry falls with its size), and the stories are
+    those of one write per batch. (A shorter queue writes each batch alone: see the test
+    above, whose first write is its first batch.)"""
+    from aggregator import clustering
+
+    store = fill(db_target)
+    calls = []
+    if where == "here":
+        write = store.apply_clustering
+
+        def apply_here(rows, merged, now, generation=None):
+            calls.append(len(rows))
+            return write(rows, merged, now, generation)
+
+        monkeypatch.setattr(store, "apply_clustering", apply_here)
+        apply = None
+    else:
+        offload = request.getfixturevalue("offload")
+
+        def apply(rows, merged, now, generation):
+            calls.append(len(rows))
+            return offload.apply_clustering(rows, merged, now, generation)
+
+    batch = 5  # 21 batches: a long queue
+    assert clustering.LONG_QUEUE * batch <= EVENTS * OUTLETS
+    summary = ClusteringStage().run(store, NOW, batch=batch, apply=apply)
+    floor = clustering.WRITE_FLOOR * batch
+    assert sum(calls) == EVENTS * OUTLETS and len(calls) >= 2
+    assert all(n >= floor for n in calls[:-1]), calls
+    assert summary.entries == EVENTS * OUTLETS and summary.stories_touched == EVENTS
+    assert store.unclustered() == [] and stories(store) == expected()
+    store.close()
+
+
 def test_a_worker_that_dies_mid_stage_costs_no_story(db_target, offload, caplog):
     store = fill(db_target)
     calls = []
