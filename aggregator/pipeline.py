@@ -973,9 +973,16 @@ def update(
             if on_start is not None:
                 on_start(len(due))
             offload = offload_for(len(due))
-            summary = asyncio.run(
-                run_round(store, due, settings, clock, on_result, stop, offload=offload)
-            )
+            # a first round writes into an empty store: its index of entries by time is built
+            # once its entries are in, before the clustering stage reads by time (and built
+            # by the next round if this process dies first)
+            store.defer_indexes()
+            try:
+                summary = asyncio.run(
+                    run_round(store, due, settings, clock, on_result, stop, offload=offload)
+                )
+            finally:
+                store.restore_indexes()
             skipped = len(requests) - len(due)
         clustered = None
         if offload is not None and offload.preloading:

@@ -223,3 +223,44 @@ def test_the_round_line_says_how_long_fetching_and_clustering_took(server, db_ta
     assert summary.clustered == 3
     assert summary.started_at <= summary.fetched_at <= summary.finished_at
     assert "s fetching and storing, " in summary.line()
+
+
+def _has_time_index(path) -> bool:
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'entries_published'"
+        ).fetchone()
+    finally:
+        db.close()
+    return row is not None
+
+
+def test_a_first_round_builds_the_index_of_entries_by_time_once_its_entries_are_in(
+    server, tmp_path
+):
+    """Into an empty SQLite store, a round writes its entries without the index of entries by
+    time (each would go to a random place in it: store.sqlite.DEFERRED_INDEXES) and builds it
+    once they are in; a later round keeps it as it is, and one after a round that died
+    before building it builds it."""
+    path = str(tmp_path / "s.sqlite")
+    seen = []
+
+    def feed(request: Request):
+        seen.append(_has_time_index(path))  # (while the round fetches)
+        return Response(rss("A", simple_items(3, "A")), content_type="application/rss+xml")
+
+    server.expect_request("/a").respond_with_handler(feed)
+    with open_agg(path) as agg:
+        agg.add_feed(server.url_for("/a"), check=False)
+        assert _has_time_index(path)
+        assert agg.update().new_entries == 3
+        assert seen == [False] and _has_time_index(path)
+        agg.update()
+        assert seen == [False, True] and _has_time_index(path)
+        agg.store.db.execute("DROP INDEX entries_published")  # (a round that died midway)
+        agg.update()
+        assert _has_time_index(path)
+        assert [e.title for e in agg.entries(limit=1)] == ["A 0"]

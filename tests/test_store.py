@@ -125,6 +125,47 @@ def test_a_storys_aggregates_are_read_from_the_index_alone(tmp_path):
     s.close()
 
 
+def _index_sql(s) -> str | None:
+    row = s.db.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'entries_published'"
+    ).fetchone()
+    return row[0] if row else None
+
+
+def test_a_first_load_builds_the_index_of_entries_by_time_at_its_end(tmp_path):
+    """``defer_indexes`` drops the index of entries by time while the store holds no entry
+    (a first round writes every entry at a random place in it), ``restore_indexes`` builds
+    it again as the schema has it; a store with entries keeps it."""
+    s = SQLiteStore(tmp_path / "s.sqlite")
+    schema = _index_sql(s)
+    assert schema is not None and "published DESC, id DESC" in schema
+    assert s.defer_indexes() is True
+    assert _index_sql(s) is None
+    fid = s.add_feed("https://x.example/feed", None, NOW).id
+    s.write_feed_result(ok(fid), PARSED, [entry(fid, i) for i in range(3)], None, NOW)
+    # a query meanwhile answers from the table
+    assert [e.title for e in s.entries(limit=2)] == ["Title 0", "Title 1"]
+    s.restore_indexes()
+    plan = s.db.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM entries ORDER BY published DESC, id DESC LIMIT 5"
+    ).fetchall()
+    assert any("entries_published" in r[3] for r in plan), plan
+    assert _index_sql(s).replace(" IF NOT EXISTS", "") == schema
+    s.restore_indexes()  # (nothing to do: built)
+    assert s.defer_indexes() is False  # entries in it: kept
+    assert _index_sql(s) is not None
+    s.close()
+
+
+@pytest.mark.postgres
+def test_a_shared_store_defers_no_index(pg_url):
+    """Other workers write and read a PostgreSQL store meanwhile: it keeps its indexes."""
+    s = open_store(pg_url)
+    assert s.defer_indexes() is False
+    s.restore_indexes()
+    s.close()
+
+
 def test_migrations_do_not_zero_the_pages_they_free(tmp_path):
     """SQLite built with secure_delete on (Debian's) zeroes every page a DROP TABLE frees, and
     holds them all in memory until the commit: migration 9's drop of the full-text index's

@@ -97,6 +97,15 @@ class Store(Protocol):
     ) -> None: ...
 
     def ensure_connected(self) -> bool: ...
+    def defer_indexes(self) -> bool:
+        """Drop the indexes a first load builds faster at its end, when the store holds no
+        entry yet; whether it did. ``restore_indexes`` builds them again."""
+        ...
+
+    def restore_indexes(self) -> None:
+        """Build the indexes ``defer_indexes`` dropped (if a process that deferred them died
+        first, the next round does)."""
+        ...
 
     # clustering (see sql_stories.StoryStoreMixin for the story queries and corrections)
     lead_term: int

@@ -286,6 +286,12 @@ class PostgresStore(SQLStore):
     ) -> int:
         return 0  # the tsvector column is computed as rows are written
 
+    def defer_indexes(self) -> bool:
+        return False  # (a shared store: other workers write and read it meanwhile)
+
+    def restore_indexes(self) -> None:
+        pass
+
     def purge_search_index(self) -> None:
         pass  # index rows go with their entries
 
