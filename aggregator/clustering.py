@@ -401,7 +401,8 @@ class ClusteringStage:
         written = 0  # and those written
 
         def start() -> list[Item]:
-            """Read the queue anew and its first batch."""
+            """Read the queue anew and its first batch (with a prefetch, ask for the second
+            first: the worker prepares it while this process reads the first)."""
             nonlocal queue, at, ahead, size, placed, placing_s, written, floor
             if ahead is not None:
                 ahead[0].cancel()
@@ -409,8 +410,18 @@ class ClusteringStage:
             queue, at = store.unclustered_ids(), 0
             floor = WRITE_FLOOR * batch if len(queue) >= LONG_QUEUE * batch else 0
             placed, placing_s, written = 0, 0.0, 0
-            size = min(batch, FIRST_BATCH) if prefetch is not None else batch
-            return read()
+            if prefetch is None:
+                size = batch
+                return read()
+            # (asked after the first was read, the second batch was not ready when the first
+            # was placed: 48 ms of waiting in a traced 1000-feed cold round, against 56 ms
+            # of reading the first)
+            first = min(batch, FIRST_BATCH)
+            at, size = first, min(batch, 2 * first)
+            ask()
+            return _items(
+                prefetched(store, queue[:first], settings.summary_tokens, settings.summary_weight)
+            )
 
         def read() -> list[Item]:
             """The queue's next batch: the prefetched one, when it was asked for and came; else
@@ -512,7 +523,6 @@ class ClusteringStage:
         with gc_paused():
             pending = start()
             gen = store.cluster_generation()
-            ask()
             if on_first_batch is not None:
                 on_first_batch()
             while pending or at < len(queue) or writing is not None or out_n:
@@ -569,7 +579,6 @@ class ClusteringStage:
                         raise
                     pending = start()  # (a prefetch in flight is for another start: dropped)
                     gen = store.cluster_generation()
-                    ask()
                 except BaseException:
                     self.clusterer = None  # memory and store may disagree now: rebuild next time
                     raise
