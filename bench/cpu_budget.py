@@ -13,7 +13,8 @@ itself, in this process, over the same data, as the round calls it, and reports 
 - normalize  ``normalize.normalize_feed`` of each parsed feed
 - write      ``pipeline.write_prepared``, ``PARSE_BATCH`` feeds to a transaction, into a new
              store opened as a round's worker opens it (``bulk``): the feed's state, its
-             entries, its next check
+             entries, its next check; the index of entries by time built at the end, as a
+             first round builds it (``store.defer_indexes``)
 - index      ``store.index_pending``: the full-text index of the entries written
 - features   ``store.unclustered_items`` + ``text.features`` + ``text.pack_many``, as a worker
              prepares the clustering stage's batches (``clustering.prefetched``)
@@ -110,9 +111,11 @@ def one_run(
 
             def write() -> int:
                 n = 0
+                store.defer_indexes()  # (the store is empty: as a first round's)
                 for at in range(0, len(prepared), PARSE_BATCH):
                     done = write_prepared(store, prepared[at : at + PARSE_BATCH], settings)
                     n += sum(r.new_entries for r in done)
+                store.restore_indexes()
                 return n
 
             written = timed("write", write)
