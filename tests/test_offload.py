@@ -610,11 +610,11 @@ def test_the_worker_meters_its_clustering_stage_tasks(tmp_path):
     store.close()
 
 
-def test_a_batch_is_refused_when_the_worker_would_have_more_left_than_the_stage(tmp_path):
+def test_a_batch_is_refused_when_the_worker_has_more_left_than_the_stage(tmp_path):
     """Offload.outlasts weighs what the worker has left (the index's entries, the rows not
-    written, the batch), each at the time its kind took so far, against the stage's placing
-    seconds left: a batch that would leave the worker behind is refused (the stage reads it
-    itself), and nothing is sent."""
+    written), each at the time its kind took so far, against the stage's placing seconds
+    left: a worker behind the stage is refused the batch (the stage reads it itself), and
+    nothing is sent. The batch is not counted: it costs about as much on either side."""
     from aggregator.clustering import StageLeft
 
     off = pipeline.Offload(str(tmp_path / "s.sqlite"), SETTINGS, 1)
@@ -625,14 +625,15 @@ def test_a_batch_is_refused_when_the_worker_would_have_more_left_than_the_stage(
         m[pipeline.M_APPLY_S], m[pipeline.M_APPLY_N] = 1.0, 2000
         m[pipeline.M_PREFETCH_S], m[pipeline.M_PREFETCH_N] = 2.0, 1000
         m[pipeline.M_INDEX_LEFT] = 1000
-        # the worker's work left: 1.0 + 0.5 (1000 rows) + 0.2 (a batch of 100): 1.7 s
-        assert off.outlasts(100, StageLeft(1.69, 1000))
-        assert not off.outlasts(100, StageLeft(1.71, 1000))
-        assert not off.outlasts(100, StageLeft(None, 1000))  # (the stage placed none yet)
-        assert not off.outlasts(100, None)
-        m[pipeline.M_INDEX_LEFT] = 0  # the index is done: 0.7 s
-        assert not off.outlasts(100, StageLeft(0.71, 1000))
-        assert off.prefetch(list(range(1, 101)), 40, 0.5, StageLeft(0.69, 1000)) is None
+        # the worker's work left: 1.0 + 0.5 (1000 rows): 1.5 s
+        assert off.outlasts(StageLeft(1.49, 1000))
+        assert not off.outlasts(StageLeft(1.51, 1000))
+        assert not off.outlasts(StageLeft(None, 1000))  # (the stage placed none yet)
+        assert not off.outlasts(None)
+        m[pipeline.M_INDEX_LEFT] = 0  # the index is done: 0.5 s
+        assert not off.outlasts(StageLeft(0.51, 1000))
+        # (a batch of 100 would take it 0.2 s more: refused only for what it has already)
+        assert off.prefetch(list(range(1, 101)), 40, 0.5, StageLeft(0.49, 1000)) is None
         assert off.tasks == [] and off.asked.value == 0  # nothing was sent
     finally:
         off.close()
