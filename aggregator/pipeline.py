@@ -193,13 +193,11 @@ _worker_indexed = False  # this round's indexing is done (later parts have nothi
 # of doubles, read by the round's process to weigh asking the worker for the next batch against
 # reading it itself (Offload.prefetch). Read without a lock: a figure may be one task behind
 # another, which an estimate can bear. Its slots:
-METER_SLOTS = 7
+METER_SLOTS = 5
 (
     M_INDEX_LEFT,  # entries the index has left to look at (-1 until it knows)
     M_INDEX_S,  # seconds the index took, ...
     M_INDEX_N,  # ... for this many entries
-    M_PREFETCH_S,  # seconds the prefetched batches took, ...
-    M_PREFETCH_N,  # ... of this many entries
     M_APPLY_S,  # seconds the stage's writes took, ...
     M_APPLY_N,  # ... of this many rows
 ) = range(METER_SLOTS)
@@ -298,10 +296,7 @@ def _worker_apply(rows: list, merged: list, now: datetime, generation: int | Non
 def _worker_prefetch(ids: Sequence[int], summary_tokens: int, summary_weight: float) -> list[tuple]:
     assert _worker_store is not None
     _worker_task()
-    since = time.perf_counter()
-    rows = prefetched(_worker_store, ids, summary_tokens, summary_weight)
-    _metered(M_PREFETCH_S, M_PREFETCH_N, len(ids), since)
-    return rows
+    return prefetched(_worker_store, ids, summary_tokens, summary_weight)
 
 
 _worker_stage: ClusteringStage | None = None  # the round's clustering, when done here
@@ -516,10 +511,9 @@ class Offload:
         def rate(seconds: int, units: int) -> float:
             return m[seconds] / m[units] if m[units] > 0 else 0.0
 
-        work = max(m[M_INDEX_LEFT], 0.0) * rate(M_INDEX_S, M_INDEX_N) + left.unwritten * rate(
-            M_APPLY_S, M_APPLY_N
-        )
-        return work > left.seconds
+        index = max(m[M_INDEX_LEFT], 0.0) * rate(M_INDEX_S, M_INDEX_N)
+        writes = left.unwritten * rate(M_APPLY_S, M_APPLY_N)
+        return index + writes > left.seconds
 
     def busy(self, behind: int = 0) -> bool:
         """Whether every worker has a task at work or waiting, the index apart when it gives
