@@ -157,6 +157,25 @@ def test_a_first_load_builds_the_index_of_entries_by_time_at_its_end(tmp_path):
     s.close()
 
 
+def test_a_round_on_a_store_with_entries_takes_no_write_lock_for_its_indexes(tmp_path):
+    """Every round asks: a store with entries, and its index there, are told by reads, so a
+    round does not wait for another process's write (nor time out behind it) for this."""
+    s = SQLiteStore(tmp_path / "s.sqlite")
+    fid = s.add_feed("https://x.example/feed", None, NOW).id
+    s.write_feed_result(ok(fid), PARSED, [entry(fid, 1)], None, NOW)
+    other = sqlite3.connect(tmp_path / "s.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writing
+    try:
+        s.db.execute("PRAGMA busy_timeout = 100")  # (were a lock asked for: refused at once)
+        assert s.defer_indexes() is False
+        s.restore_indexes()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert _index_sql(s) is not None
+    s.close()
+
+
 @pytest.mark.postgres
 def test_a_shared_store_defers_no_index(pg_url):
     """Other workers write and read a PostgreSQL store meanwhile: it keeps its indexes."""

@@ -155,18 +155,32 @@ class SQLiteStore(SearchMixin, SQLStore):
 
     def defer_indexes(self) -> bool:
         """Drop ``DEFERRED_INDEXES`` while the store holds no entry (its first round);
-        whether it did. A query meanwhile still answers, reading the table instead."""
+        whether it did. A query meanwhile still answers, reading the table instead. (A store
+        with entries is told by a read: no round waits for the write lock for this.)"""
+        if self._has_entries():
+            return False
         with self._write() as db:
-            if db.execute("SELECT 1 FROM entries LIMIT 1").fetchone() is not None:
+            if self._has_entries():  # (another process wrote some meanwhile)
                 return False
             for name in DEFERRED_INDEXES:
                 db.execute(f"DROP INDEX IF EXISTS {name}")
         return True
 
     def restore_indexes(self) -> None:
-        with self._write() as db:
-            for sql in DEFERRED_INDEXES.values():
-                db.execute(sql)
+        missing = [name for name in DEFERRED_INDEXES if not self._has_index(name)]
+        if missing:
+            with self._write() as db:
+                for name in missing:
+                    db.execute(DEFERRED_INDEXES[name])
+
+    def _has_entries(self) -> bool:
+        return self.db.execute("SELECT 1 FROM entries LIMIT 1").fetchone() is not None
+
+    def _has_index(self, name: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
 
     def _cannot_write(self, e: sqlite3.Error) -> str:
         why = str(e)
