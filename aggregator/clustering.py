@@ -419,9 +419,7 @@ class ClusteringStage:
             first = min(batch, FIRST_BATCH)
             at, size = first, min(batch, 2 * first)
             ask()
-            return _items(
-                prefetched(store, queue[:first], settings.summary_tokens, settings.summary_weight)
-            )
+            return here(0, first)
 
         def read() -> list[Item]:
             """The queue's next batch: the prefetched one, when it was asked for and came; else
@@ -450,9 +448,12 @@ class ClusteringStage:
                         return _items(rows)
                 else:
                     fut.cancel()
-            return _items(
-                prefetched(store, queue[first:at], settings.summary_tokens, settings.summary_weight)
-            )
+            return here(first, at)
+
+        def here(lo: int, hi: int) -> list[Item]:
+            """The queue's entries from ``lo`` to ``hi``, read and tokenized here."""
+            ids = queue[lo:hi]
+            return _items(prefetched(store, ids, settings.summary_tokens, settings.summary_weight))
 
         def ask() -> None:
             """Ask for the queue's next batch, if any is left."""
