@@ -109,6 +109,37 @@ def test_small_batches_store_the_stories_one_batch_stores(db_target, tmp_path, w
     store.close()
 
 
+def test_the_same_entries_make_the_same_stories_whatever_order_their_feeds_came_in(tmp_path):
+    """Outlets that tell each event at the same minute, their feeds stored in one order in one
+    store and in the other order in another: each entry gets the same story, the same score
+    and the same reason in both (the first placed starts its story, the others join it)."""
+
+    def placed(name: str, order: list[int]) -> dict:
+        store = open_store(str(tmp_path / name))
+        feeds = [store.add_feed(f"https://outlet{o}.example/feed", None, T) for o in range(3)]
+        for o in order:
+            entries = [
+                make_entry(feeds[o].id, e, T + timedelta(minutes=37 * e), title=headline(e, o))
+                for e in range(6)
+            ]
+            store_entries(store, feeds[o], entries, T)
+        ClusteringStage().run(store, NOW)
+        got = {
+            (r[0], r[1]): r[2:]
+            for r in store.db.execute(
+                "SELECT feed_id, key, story_id, join_reason, round(join_score, 9) FROM entries"
+            )
+        }
+        store.close()
+        return got
+
+    forward, backward = placed("a.sqlite", [0, 1, 2]), placed("b.sqlite", [2, 1, 0])
+    assert len(forward) == 18 and len({v[0] for v in forward.values()}) == 6
+    assert backward == forward
+    # (each story was started by the first outlet's entry, in both)
+    assert {k for k, v in forward.items() if v[1] == "new"} == {(1, f"g:{e}") for e in range(6)}
+
+
 def test_the_stage_places_its_batches_without_running_the_cyclic_collector(tmp_path):
     # between batches, a collection pass walked the clusterer's long-lived objects (millions
     # of them in a big window); what a batch drops is acyclic and freed anyway

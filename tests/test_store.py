@@ -540,7 +540,7 @@ def test_writing_assignments_creates_grows_merges_and_skips_stories(store):
 
 
 def test_the_queue_gives_ids_in_clustering_order_and_items_in_the_order_asked(store):
-    """``unclustered_ids``: the entries without a story, by (published, id), whatever order
+    """``unclustered_ids``: the entries without a story, by (published, feed, id), whatever order
     they were written in; ``unclustered_items``: those of the ids given that are still without
     a story, in the order given (the clustering stage reads its batches so)."""
     f = store.add_feed("https://x.example/feed", None, NOW)
@@ -561,6 +561,28 @@ def test_the_queue_gives_ids_in_clustering_order_and_items_in_the_order_asked(st
     assert list(store.unclustered_ids()) == kept
 
 
+def test_the_queue_order_does_not_depend_on_which_feed_came_in_first(store):
+    """Entries published at the same time are ordered by their feed, then as their feed lists
+    them: not by the order their feeds' fetches happened to end in (which gives the ids), so
+    that the same entries make the same stories in every run."""
+    first, second = (store.add_feed(f"https://{n}.example/feed", None, NOW) for n in "ab")
+    at = NOW - timedelta(minutes=5)
+
+    def told(feed, n: int) -> list[Entry]:
+        return [replace(entry(feed.id, n + i), published=at) for i in range(3)]
+
+    # the feed added second comes in first; then the other, with one older entry
+    store.write_feed_result(ok(second.id), PARSED, told(second, 10), None, NOW)
+    older = replace(entry(first.id, 99), published=at - timedelta(minutes=1))
+    store.write_feed_result(ok(first.id), PARSED, [*told(first, 20), older], None, NOW)
+    items = store.unclustered_items(store.unclustered_ids())
+    assert [i.title for i in items] == [
+        "Title 99",
+        *(f"Title {20 + i}" for i in range(3)),
+        *(f"Title {10 + i}" for i in range(3)),
+    ]
+
+
 def test_sqlite_queue_of_entries_without_a_story_is_indexed_in_writing_order(tmp_path):
     """Its index starts with the entry id (entries are written in id order: each insert lands at
     the index's end), and reading the queue in clustering order goes through it: SQLite's
@@ -570,7 +592,7 @@ def test_sqlite_queue_of_entries_without_a_story_is_indexed_in_writing_order(tmp
 
     s = SQLiteStore(tmp_path / "s.sqlite")
     columns = [r[2] for r in s.db.execute("PRAGMA index_info(entries_queue)")]
-    assert columns == ["id", "published"]
+    assert columns == ["id", "published", "feed_id"]  # (all the queue's order reads)
     old = "SELECT count(*) FROM sqlite_master WHERE name = 'entries_unclustered'"
     assert s.db.execute(old).fetchone()[0] == 0
     f = s.add_feed("https://x.example/feed", None, NOW)

@@ -130,3 +130,16 @@ PG_MIGRATIONS.append(
 
 # The index of entries by URL was never read (see the SQLite store's migration 11).
 PG_MIGRATIONS.append((3, "no index of entries by URL", "DROP INDEX IF EXISTS entries_url"))
+
+# The clustering order breaks ties of time by feed (see the SQLite store's migration 12).
+PG_MIGRATIONS.append(
+    (
+        4,
+        "queue of entries without a story in clustering order, ties by feed",
+        """
+        DROP INDEX entries_unclustered;
+        CREATE INDEX entries_unclustered ON entries (published, feed_id, id)
+            WHERE story_id IS NULL
+        """,
+    )
+)

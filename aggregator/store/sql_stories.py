@@ -39,20 +39,23 @@ class StoryStoreMixin:
     # -- clustering input -------------------------------------------------------------------------
 
     def unclustered(self) -> list[ClusterItem]:
-        """Entries without a story, in clustering order (published, id): the queue, whole."""
+        """Entries without a story, in clustering order: the queue, whole."""
         return self.unclustered_items(self.unclustered_ids())
 
     def unclustered_ids(self) -> array:
-        """The ids of the entries without a story, in clustering order (published, id): the
-        clustering stage's queue, read once and then in batches (``unclustered_items``). An
-        array of 64-bit integers (a list of a cold round's million would take 36 MB, this 8)."""
+        """The ids of the entries without a story, in clustering order: by time, then by feed,
+        then as the feed lists them (by id: a feed's entries are written in one transaction),
+        never by the order the feeds came in, so that the same entries make the same stories
+        in every run. The clustering stage's queue, read once and then in batches
+        (``unclustered_items``). An array of 64-bit integers (a list of a cold round's million
+        would take 36 MB, this 8)."""
         return array(
             "q",
             (
                 r[0]
                 for r in self.db.execute(
                     f"SELECT id FROM entries{self._QUEUE_INDEX} WHERE story_id IS NULL"
-                    " ORDER BY published, id"
+                    " ORDER BY published, feed_id, id"
                 )
             ),
         )
