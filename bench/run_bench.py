@@ -413,15 +413,21 @@ def main() -> None:
     runs: list[dict] = []
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
-    for n in args.feeds:
-        work = Path(tempfile.mkdtemp(prefix=f"bench-{n}-", dir=args.keep))
-        work.chmod(0o755)  # nginx's workers run as an unprivileged user
-        print(
-            f"N = {n} feeds x {args.entries} entries, concurrency {args.concurrency} (work: {work})",
-            flush=True,
-        )
-        try:
-            for rep in range(args.repeat):
+    # with several sizes and repetitions, the sizes take turns within each repetition: the
+    # growth from one size to the next compares runs made minutes apart, not one size's runs
+    # against the other's made later (these machines' speed drifts over minutes)
+    works = {}
+    try:
+        for n in args.feeds:
+            works[n] = Path(tempfile.mkdtemp(prefix=f"bench-{n}-", dir=args.keep))
+            works[n].chmod(0o755)  # nginx's workers run as an unprivileged user
+        for rep in range(args.repeat):
+            for n, work in works.items():
+                print(
+                    f"N = {n} feeds x {args.entries} entries, concurrency {args.concurrency}"
+                    f" (work: {work})",
+                    flush=True,
+                )
                 if args.repeat > 1:
                     print(f"repetition {rep + 1} of {args.repeat}", flush=True)
                 into = work / f"rep-{rep + 1}" if args.repeat > 1 else work
@@ -431,8 +437,9 @@ def main() -> None:
                     r | {"rep": rep + 1}
                     for r in run_size(n, args.entries, tools, args.concurrency, into)
                 ]
-        finally:
-            if args.keep is None:
+    finally:
+        if args.keep is None:
+            for work in works.values():
                 shutil.rmtree(work, ignore_errors=True)
     rows = medians(runs)
     rat = ratios(rows)
