@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import pytest
 
@@ -286,9 +287,9 @@ def test_feed_text_is_not_read_as_markup(server, run_cli):
 # in sys.modules is an import that was blocked, not a module)
 LOADED = """
 import sys
-from aggregator.cli import main
+from aggregator.cli import command_line
 try:
-    main(sys.argv[2:])
+    command_line(sys.argv[2:])
 except SystemExit as e:
     assert not e.code, e.code
 print("loaded:", *[m for m in sys.argv[1].split(",") if sys.modules.get(m)])
@@ -341,6 +342,68 @@ def test_a_round_loads_the_clusterer_only_when_it_has_entries_to_place(server, t
     assert out.stdout.splitlines()[-1] == "loaded: aggregator.dedup.cluster rapidfuzz"
     out = loaded_by(modules, "--db", db, "update", "--no-progress")
     assert "1 not modified" in out.stdout and out.stdout.splitlines()[-1] == "loaded:"
+
+
+# the program (``main``) on argv[2:], with an exit handler of its own; with argv[1] "thread", a
+# thread of its own still runs when the command ends
+EXITING = """
+import atexit, sys, threading, time
+from aggregator.cli import main
+atexit.register(lambda: print("exit handlers ran", flush=True))
+if sys.argv[1] == "thread":
+    threading.Thread(target=time.sleep, args=(0.3,)).start()
+main(sys.argv[2:])
+"""
+
+
+def exiting(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", EXITING, *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_program_ends_without_its_exit_handlers_once_alone_with_its_status(tmp_path):
+    """Its command done, the program leaves at once (``exit_quickly``: its objects are not freed
+    one by one), with the command's status and all of its output; the usual exit, handlers and
+    all, when a thread of the process still runs."""
+    from aggregator.store import open_store
+
+    from .conftest import make_entry, store_entries
+
+    db, now = tmp_path / "s.sqlite", datetime(2026, 11, 20, tzinfo=UTC)
+    store = open_store(str(db))
+    feed = store.add_feed("https://x.example/feed", None, now)
+    store_entries(store, feed, [make_entry(feed.id, i, now) for i in range(3000)], now)
+    store.close()
+    listed = exiting("alone", "--db", str(db), "entries", "--format", "ndjson", "--limit", "5000")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()  # (a pipe's buffer, flushed before the process ends)
+    assert len(lines) == 3000 and all(json.loads(line)["feed_id"] == feed.id for line in lines)
+    bad = exiting("alone", "--bogus")
+    assert bad.returncode == 2 and "No such option" in bad.stderr and bad.stdout == ""
+    (tmp_path / "bad.toml").write_text("[fetch\n")
+    failed = exiting("alone", "--config", str(tmp_path / "bad.toml"), "--db", str(db), "entries")
+    assert failed.returncode == 1 and failed.stderr.startswith("error: "), failed.stderr
+    waited = exiting("thread", "--db", str(db), "entries", "--format", "ndjson", "--limit", "1")
+    assert waited.returncode == 0 and waited.stdout.splitlines()[-1] == "exit handlers ran"
+
+
+def test_a_round_in_two_processes_ends_with_nothing_left_behind(server, tmp_path):
+    """A round of 100 feeds parses in a worker process (``fetch.parse_processes``); the program
+    still ends at once after it, and says nothing more (no process, thread or semaphore left
+    for the exit handlers to clean up, which would warn on stderr)."""
+    urls = [serve_feed(server, f"/{i}.xml", f"Outlet {i}", 2) for i in range(100)]
+    opml = tmp_path / "feeds.opml"
+    opml.write_text(
+        '<?xml version="1.0"?><opml version="2.0"><body>'
+        + "".join(f'<outline type="rss" text="f" xmlUrl="{u}"/>' for u in urls)
+        + "</body></opml>"
+    )
+    db = str(tmp_path / "s.sqlite")
+    assert exiting("alone", "--db", db, "feeds", "import", str(opml)).returncode == 0
+    out = exiting("alone", "--db", db, "update", "--no-progress")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert "100 ok" in out.stdout and "exit handlers ran" not in out.stdout, out.stdout
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="file size limits are POSIX (setrlimit)")
