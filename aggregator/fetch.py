@@ -22,20 +22,25 @@ import hashlib
 import ipaddress
 import re
 import socket
+import ssl
+import sys
 import time
 import zlib
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
-import httpx
 
 from ._version import __version__
 from .config import FetchSettings
 from .http_pool import ConnectionPool
 from .models import FetchRequest, FetchResult, Outcome
 from .normalize import DEFAULT_PORTS
+
+if TYPE_CHECKING:
+    import httpx
 
 USER_AGENT = f"aggregator/{__version__} (news-feed aggregator; +python-httpx)"
 ACCEPT = (
@@ -46,17 +51,36 @@ REDIRECTS = {301, 302, 303, 307, 308}
 PERMANENT = {301, 308}
 BODILESS = {204, 304}  # statuses whose responses end with their headers (RFC 9112, 6.3)
 MAX_RETRY_AFTER = timedelta(days=7)
-# what an exchange raises (httpcore's, as the pool and its connections raise them; httpx's own,
-# from its URL parsing and from the content decoding here)
-TIMEOUTS = (httpcore.TimeoutException, httpx.TimeoutException)
-NETWORK_ERRORS = (
+# What an exchange raises: httpcore's exceptions, as the pool and its connections raise them,
+# and httpx's, from its parsing of a URL ``_target`` leaves to it. httpx itself is imported only
+# where a fetch needs it (such a URL, a redirect's cookies): a round's requests go through
+# httpcore, and importing httpx (with http.cookiejar, urllib.request and email) took ~45 ms of
+# CPU of each round's start here. Before it is imported, none of its exceptions can be raised.
+_CORE_TIMEOUTS = (httpcore.TimeoutException,)
+_CORE_ERRORS = (
     httpcore.NetworkError,
     httpcore.ProtocolError,
     httpcore.UnsupportedProtocol,
     httpcore.ProxyError,
-    httpx.HTTPError,
-    httpx.InvalidURL,
 )
+
+
+def _httpx():
+    import httpx
+
+    return httpx
+
+
+def timeouts() -> tuple[type[BaseException], ...]:
+    """The exceptions of a fetch that timed out."""
+    httpx = sys.modules.get("httpx")
+    return _CORE_TIMEOUTS if httpx is None else (*_CORE_TIMEOUTS, httpx.TimeoutException)
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions of a fetch that failed on the network or in HTTP (a bad URL among them)."""
+    httpx = sys.modules.get("httpx")
+    return _CORE_ERRORS if httpx is None else (*_CORE_ERRORS, httpx.HTTPError, httpx.InvalidURL)
 
 
 def user_agent(settings: FetchSettings) -> str:
@@ -77,17 +101,17 @@ class FeedClient:
     conditional GETs took 1,475M instructions with them, 1,231M without (callgrind).
     ``stream`` builds httpcore's request (the URL split by ``_target``) and yields a
     ``Response`` of its own; what goes wrong raises httpcore's exceptions, or httpx's for a
-    URL it cannot parse (both in ``TIMEOUTS`` and ``NETWORK_ERRORS``)."""
+    URL it cannot parse (``timeouts`` and ``network_errors``)."""
 
     def __init__(self, settings: FetchSettings):
-        self.timeout = httpx.Timeout(
-            connect=settings.connect_timeout,
-            read=settings.read_timeout,
-            write=settings.read_timeout,
-            pool=settings.total_timeout,
-        ).as_dict()
+        self.timeout = {  # (httpcore's request extension)
+            "connect": settings.connect_timeout,
+            "read": settings.read_timeout,
+            "write": settings.read_timeout,
+            "pool": settings.total_timeout,
+        }
         self.pool = ConnectionPool(
-            ssl_context=lambda: httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context,
             max_connections=settings.concurrency,
             max_idle=settings.concurrency,
             keepalive_expiry=30,
@@ -103,16 +127,16 @@ class FeedClient:
         """The response to ``method`` ``url`` with the client's headers and ``headers``, its
         body unread; leaving the block hands its connection back (or closes it). httpx's
         exceptions: httpx.InvalidURL for a URL it cannot parse, httpx.UnsupportedProtocol for
-        a scheme other than http(s); httpcore's for the exchange (see ``NETWORK_ERRORS``)."""
+        a scheme other than http(s); httpcore's for the exchange (see ``network_errors``)."""
         scheme, host, port, target, netloc = _target(url)
         if scheme not in (b"http", b"https"):
-            raise httpx.UnsupportedProtocol(
+            raise _httpx().UnsupportedProtocol(
                 f"Request URL has an unsupported protocol '{scheme.decode()}://'."
                 if scheme
                 else "Request URL is missing an 'http://' or 'https://' protocol."
             )
         if not host:
-            raise httpx.InvalidURL(f"no host in the URL {url[:200]!r}")
+            raise _httpx().InvalidURL(f"no host in the URL {url[:200]!r}")
         sent = [(b"Host", netloc), *self.headers]
         if headers:
             sent += [(k.encode("ascii"), _header_bytes(v)) for k, v in headers.items()]
@@ -173,7 +197,7 @@ def _target(url: str) -> tuple[bytes, bytes, int | None, bytes, bytes]:
             netloc = host if number is None else f"{host}:{number}"
             target = (path or "/") + (query or "")
             return scheme.encode(), host.encode(), number, target.encode(), netloc.encode()
-    u = httpx.URL(url)
+    u = _httpx().URL(url)
     return u.raw_scheme, u.raw_host, u.port, u.raw_path, u.netloc
 
 
@@ -213,9 +237,19 @@ class Response:
 
     def with_request(self, url: str) -> httpx.Response:
         """As httpx's response to a GET of ``url`` (for httpx.Cookies.extract_cookies)."""
+        httpx = _httpx()
         return httpx.Response(
             self.status_code, headers=self.raw_headers, request=httpx.Request("GET", url)
         )
+
+
+def ssl_context() -> ssl.SSLContext:
+    """The TLS settings of a round's https connections: Python's defaults (certificates and
+    host names checked) with certifi's CA bundle, what httpx's own default context is; made
+    when a round opens its first https connection (loading the bundle takes ~30 ms)."""
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def make_client(settings: FetchSettings) -> FeedClient:
@@ -263,6 +297,10 @@ class _TooLarge(Exception):
     pass
 
 
+class _Undecodable(Exception):
+    """A body whose Content-Encoding cannot be undone."""
+
+
 class _Decoder:
     """Content-Encoding decoder that never produces more than ``limit`` bytes in total."""
 
@@ -278,7 +316,7 @@ class _Decoder:
             self._z = zlib.decompressobj()
             self._deflate_raw_fallback = True
         else:
-            raise httpx.DecodingError(f"unsupported Content-Encoding {encoding!r}")
+            raise _Undecodable(f"unsupported Content-Encoding {encoding!r}")
 
     def _account(self, data: bytes) -> bytes:
         self.size += len(data)
@@ -301,7 +339,7 @@ class _Decoder:
                     self._z = zlib.decompressobj(-zlib.MAX_WBITS)
                     self._deflate_raw_fallback = False
                     continue
-                raise httpx.DecodingError("corrupt compressed body") from None
+                raise _Undecodable("corrupt compressed body") from None
             out.append(self._account(piece))
             data = self._z.unconsumed_tail
             if self._z.eof:
@@ -327,15 +365,15 @@ async def fetch_feed(
         return result(
             Outcome.TIMEOUT, error=f"no complete answer within {settings.total_timeout:g}s"
         )
-    except TIMEOUTS as e:
+    except timeouts() as e:
         return result(Outcome.TIMEOUT, error=f"timed out ({type(e).__name__})")
     except _TooLarge:
         return result(
             Outcome.TOO_LARGE, error=f"body larger than the cap of {settings.max_body_bytes} bytes"
         )
-    except httpx.DecodingError as e:
+    except _Undecodable as e:
         return result(Outcome.NETWORK_ERROR, error=f"bad body encoding: {e}")
-    except (*NETWORK_ERRORS, OSError, ValueError) as e:
+    except (*network_errors(), OSError, ValueError) as e:
         return result(
             Outcome.NETWORK_ERROR, error=f"{type(e).__name__}: {e}"[:500] or "network error"
         )
@@ -363,7 +401,7 @@ async def refuse_private(url: str) -> str | None:
 
 def _cookie_header(cookies: httpx.Cookies, url: str) -> str | None:
     """The Cookie header ``cookies`` give a request to ``url`` (domain, path, expiry rules)."""
-    probe = httpx.Request("GET", url)
+    probe = _httpx().Request("GET", url)
     cookies.set_cookie_header(probe)
     return probe.headers.get("cookie")
 
@@ -391,7 +429,7 @@ async def _drain(resp: Response) -> None:
                 seen += len(chunk)
                 if seen > DRAIN_BYTES:
                     return
-    except (TimeoutError, *TIMEOUTS, *NETWORK_ERRORS):
+    except (TimeoutError, *timeouts(), *network_errors()):
         return
 
 
@@ -421,7 +459,7 @@ async def _exchange(client, req: FetchRequest, settings: FetchSettings, now, res
                 await _drain(resp)
             if status in REDIRECTS:
                 if "set-cookie" in resp.headers:
-                    cookies = cookies or httpx.Cookies()
+                    cookies = cookies or _httpx().Cookies()
                     cookies.extract_cookies(resp.with_request(url))
                 location = resp.headers.get("location")
                 if not location:

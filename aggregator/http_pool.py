@@ -20,7 +20,8 @@ Each connection is httpcore's own ``AsyncHTTPConnection``; the HTTP itself, TLS,
 exceptions are httpcore's, over asyncio's transports (``http_net.AsyncioBackend``) unless a
 ``network_backend`` is given, and with asyncio locks in place of its anyio ones
 (``_asyncio_locks``). A round's ``fetch.FeedClient`` sends httpcore's requests to the pool
-directly; ``Transport`` plugs it into httpx's client API (the tests use it that way).
+directly; ``http_transport.Transport`` plugs it into httpx's client API (the tests use it
+that way).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import contextlib
 from collections import OrderedDict, deque
 
 import httpcore
-import httpx
 from httpcore._synchronization import AsyncLock as _AnyioLock
 
 from .http_net import AsyncioBackend
@@ -262,27 +262,3 @@ def _key(origin: httpcore.Origin) -> tuple[bytes, bytes, int]:
 async def _close_quietly(conn: httpcore.AsyncHTTPConnection) -> None:
     with contextlib.suppress(Exception):  # closing a broken socket can fail; it is gone anyway
         await conn.aclose()
-
-
-class Transport(httpx.AsyncHTTPTransport):
-    """httpx's transport (request conversion, exception mapping) over ``ConnectionPool``."""
-
-    def __init__(self, *, limits: httpx.Limits, verify=True, network_backend=None):
-        # (httpx's own pool, replaced below, gets a context that loads no CA bundle)
-        super().__init__(verify=False, trust_env=False, limits=limits)
-        self._pool = ConnectionPool(
-            ssl_context=lambda: httpx.create_ssl_context(verify=verify, trust_env=False),
-            max_connections=limits.max_connections or 100,
-            max_idle=(
-                limits.max_connections
-                if limits.max_keepalive_connections is None
-                else limits.max_keepalive_connections
-            )
-            or 0,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=network_backend,
-        )
-
-    @property
-    def pool(self) -> ConnectionPool:
-        return self._pool

@@ -19,7 +19,7 @@ import trustme
 
 from aggregator import http_net
 from aggregator.http_net import AsyncioBackend
-from aggregator.http_pool import Transport
+from aggregator.http_transport import Transport
 
 LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=30)
 BODY = os.urandom(3 * 1024 * 1024)  # well over the protocol's HIGH_WATER
@@ -98,6 +98,39 @@ def test_the_ca_bundle_is_loaded_by_the_first_https_connection_only(tls_server, 
 def test_https_with_an_untrusted_certificate_is_a_connect_error(tls_server):
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         _get(f"{tls_server}/", True)  # the system's CAs, which never signed the test CA
+
+
+def test_a_round_checks_certificates_against_certifis_bundle(tls_server, ca, tmp_path, monkeypatch):
+    """A round's client (``fetch.FeedClient``) makes its TLS context as httpx's default one is
+    made: Python's defaults, with certifi's CA bundle. The test CA is not in that bundle, so
+    the fetch fails on the certificate; with the test CA as the bundle, the same fetch succeeds
+    (the context is made by the round's first https connection, after the bundle changed)."""
+    from datetime import UTC, datetime
+
+    import certifi
+
+    from aggregator.config import FetchSettings
+    from aggregator.fetch import fetch_feed, make_client
+    from aggregator.models import FetchRequest, Outcome
+
+    settings = FetchSettings(connect_timeout=5, read_timeout=5, total_timeout=10)
+    request = FetchRequest(feed_id=1, url=f"{tls_server}/")
+
+    def fetch():
+        async def go():
+            async with make_client(settings) as client:
+                return await fetch_feed(client, request, settings, datetime.now(UTC))
+
+        return asyncio.run(go())
+
+    refused = fetch()
+    assert refused.outcome is Outcome.NETWORK_ERROR, refused
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.error
+    pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    monkeypatch.setattr(certifi, "where", lambda: str(pem))
+    fetched = fetch()
+    assert fetched.outcome is Outcome.OK and fetched.body == b"hello over tls", fetched
 
 
 def test_a_large_body_arrives_whole_over_tls(tls_server, ca):

@@ -13,7 +13,7 @@ import pytest
 
 from aggregator.config import FetchSettings
 from aggregator.fetch import fetch_feed, make_client
-from aggregator.http_pool import Transport
+from aggregator.http_transport import Transport
 from aggregator.models import FetchRequest, Outcome
 
 from .conftest import NOW, rss, simple_items
