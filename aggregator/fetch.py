@@ -54,7 +54,7 @@ MAX_RETRY_AFTER = timedelta(days=7)
 # What an exchange raises: httpcore's exceptions, as the pool and its connections raise them,
 # and httpx's, from its parsing of a URL ``_target`` leaves to it. httpx itself is imported only
 # where a fetch needs it (such a URL, a redirect's cookies): a round's requests go through
-# httpcore, and importing httpx (with http.cookiejar, urllib.request and email) took ~45 ms of
+# httpcore, and importing httpx (with http.cookiejar, urllib.request and email) took 30-50 ms of
 # CPU of each round's start here. Before it is imported, none of its exceptions can be raised.
 _CORE_TIMEOUTS = (httpcore.TimeoutException,)
 _CORE_ERRORS = (

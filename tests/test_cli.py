@@ -323,7 +323,7 @@ def test_a_query_loads_nothing_a_round_needs(tmp_path, args):
 
 def test_a_round_loads_httpx_only_for_a_feed_that_needs_it(server, tmp_path):
     """A round's requests go through httpcore (httpx's transport layer): with plain URLs its
-    process imports neither httpx (~45 ms) nor httpx's own command line (rich, pygments, which
+    process imports neither httpx (30-50 ms of CPU) nor httpx's own command line (rich, pygments, which
     `aggregator` blocks). A URL that httpx has to parse (here, one with a user name) brings
     httpx in, and still not its command line."""
     db = str(tmp_path / "s.sqlite")
