@@ -26,6 +26,7 @@ from .errors import (
     FeedNotFoundError,
     InvalidURLError,
     NotAFeedError,
+    NotFoundError,
     OPMLError,
     ParseError,
     StoreError,
@@ -335,15 +336,12 @@ class Aggregator:
         if not stories:
             return self.store.search(query, since=since, limit=limit)
         out: list[tuple[Story, SearchHit]] = []
-        seen: set[int] = set()
-        for hit in self.store.search(query, since=since, limit=limit * 20):
-            sid = hit.entry.story_id
-            if sid is None or sid in seen:
+        for hit in self.store.search(query, since=since, limit=limit, per_story=True):
+            try:
+                story = self.store.story(hit.entry.story_id).story
+            except NotFoundError:  # merged into another or removed since the search
                 continue
-            seen.add(sid)
-            out.append((self.store.story(sid).story, hit))
-            if len(out) >= limit:
-                break
+            out.append((story, hit))
         return out
 
     def migrate_to(

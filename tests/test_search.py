@@ -297,3 +297,66 @@ def test_an_indexing_run_that_pauses_goes_on_where_it_stopped(tmp_path, monkeypa
     assert fts_consistent(store) == 1800 and store.index_pending() == 0
     assert len(store.search("harbour", limit=5000)) == 1800
     store.close()
+
+
+def test_search_by_story_finds_stories_past_one_big_storys_matches(db_target):
+    """``--stories``: one hit per story, its best one, even when a single story holds many
+    more of the best matches than are asked for (each story is picked from all the ranked
+    matches, not from the top ``limit`` x 20 hits)."""
+    from datetime import UTC, datetime, timedelta
+
+    from aggregator.api import Aggregator
+    from aggregator.config import Settings
+    from aggregator.store import open_store
+
+    now = datetime.now(UTC)
+    store = open_store(db_target)
+    try:
+        f = store.add_feed("https://x.example/f", None, now)
+        big = [  # the word in the title: each ranks above the small story's entries
+            make_entry(f.id, i, now - timedelta(minutes=i), title=f"Volcano erupts, update {i}")
+            for i in range(45)
+        ]
+        small = [  # the word in the summary only; the older of the two matches it once
+            make_entry(
+                f.id, 100, now - timedelta(days=2), title="Airport shut", summary="ash from volcano"
+            ),
+            make_entry(
+                f.id,
+                101,
+                now - timedelta(hours=1),
+                title="Airport shut",
+                summary="a volcano cloud, volcano ash",
+            ),
+        ]
+        loose = make_entry(f.id, 200, now, title="Volcano volcano volcano")  # no story yet
+        store_entries(store, f, [*big, *small, loose], now)
+        ids = {e.key: e.id for e in store.entries(limit=1000)}
+        store.apply_clustering(
+            [(ids[f"g:{i}"], 1, 1.0, "new") for i in range(45)]
+            + [(ids["g:100"], 2, 1.0, "new"), (ids["g:101"], 2, 1.0, "new")],
+            [],
+            now,
+        )
+        hits = store.search("volcano", limit=2, per_story=True)
+        assert [h.entry.story_id for h in hits] == [1, 2]
+        assert hits[0].rank <= hits[1].rank
+        # each story's best entry: the big story's newest of its equals, the small story's
+        # entry with the word twice
+        assert hits[0].entry.id == ids["g:0"] and hits[1].entry.id == ids["g:101"]
+        assert "volcano" in hits[1].snippet.lower()
+        assert [h.entry.story_id for h in store.search("volcano", limit=1, per_story=True)] == [1]
+        assert [h.entry.story_id for h in store.search("ash", limit=5, per_story=True)] == [2]
+        since = now - timedelta(days=1)
+        got = store.search("ash", since=since, limit=5, per_story=True)
+        assert [h.entry.id for h in got] == [ids["g:101"]]
+        # the API's stories: each with its hit, in the same order
+        agg = Aggregator(store, Settings())
+        assert [(s.id, h.entry.id) for s, h in agg.search("volcano", limit=5, stories=True)] == [
+            (1, ids["g:0"]),
+            (2, ids["g:101"]),
+        ]
+        # without per_story: the best matches whatever their story, the loose one first
+        assert store.search("volcano", limit=3)[0].entry.id == ids["g:200"]
+    finally:
+        store.close()

@@ -143,8 +143,13 @@ class Store(Protocol):
         progress: Callable[[int], None] | None = None,
     ) -> int | None: ...
     def search(
-        self, query: str, since: datetime | None = None, limit: int = 50
-    ) -> list[SearchHit]: ...
+        self, query: str, since: datetime | None = None, limit: int = 50, per_story: bool = False
+    ) -> list[SearchHit]:
+        """The best ``limit`` matches among the newest RANKED_MATCHES, best first. With
+        ``per_story``: each story's best match (entries without a story left out), the
+        stories in the order of those."""
+        ...
+
     def entries(
         self,
         since: datetime | None = None,

@@ -295,7 +295,13 @@ class PostgresStore(SQLStore):
     def purge_search_index(self) -> None:
         pass  # index rows go with their entries
 
-    def search(self, query: str, since: datetime | None = None, limit: int = 50) -> list[SearchHit]:
+    def search(
+        self,
+        query: str,
+        since: datetime | None = None,
+        limit: int = 50,
+        per_story: bool = False,
+    ) -> list[SearchHit]:
         tsq = to_tsquery(query)
         params: list = [tsq]
         where = "e.search @@ q.q"
@@ -310,16 +316,30 @@ class PostgresStore(SQLStore):
         if since is not None:
             where += " AND e.published >= ?"
             params.append(_ts(since))
+        if not per_story:
+            hits = f"""hits AS (
+                    SELECT e.id, -ts_rank(e.search, q.q) AS rank, e.published
+                    FROM entries e, q WHERE {where}
+                    ORDER BY rank, e.published DESC, e.id DESC LIMIT ?
+                )"""
+        else:  # each story's best match, then the best ``limit`` of those
+            hits = f"""firsts AS (
+                    SELECT e.id, -ts_rank(e.search, q.q) AS rank, e.published,
+                        row_number() OVER (
+                            PARTITION BY e.story_id
+                            ORDER BY -ts_rank(e.search, q.q), e.published DESC, e.id DESC
+                        ) AS nth
+                    FROM entries e, q WHERE {where} AND e.story_id IS NOT NULL
+                ), hits AS (
+                    SELECT id, rank, published FROM firsts WHERE nth = 1
+                    ORDER BY rank, published DESC, id DESC LIMIT ?
+                )"""
         params += [limit, tsq]
         try:
             rows = self.db.execute(
                 f"""
                 WITH q AS (SELECT to_tsquery('simple', ?) AS q),
-                hits AS (
-                    SELECT e.id, -ts_rank(e.search, q.q) AS rank, e.published
-                    FROM entries e, q WHERE {where}
-                    ORDER BY rank, e.published DESC, e.id DESC LIMIT ?
-                )
+                {hits}
                 SELECT {ENTRY_COLUMNS},
                     ts_headline('simple', e.title || ' … ' || left(e.summary, 20000), q2.q,
                                 '{HEADLINE}'),

@@ -101,28 +101,59 @@ class SearchMixin:
             )
         return indexed
 
-    def search(self, query: str, since: datetime | None = None, limit: int = 50) -> list[SearchHit]:
+    def search(
+        self,
+        query: str,
+        since: datetime | None = None,
+        limit: int = 50,
+        per_story: bool = False,
+    ) -> list[SearchHit]:
         if not getattr(self, "readonly", False):  # readers search what the writer indexed
             self.index_pending()
-        sql = (
-            f"SELECT {ENTRY_COLUMNS},"
-            f" snippet(entries_fts, -1, '{HIT_START}', '{HIT_END}', '…', 16), {RANK}"
-            " FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid"
-            " JOIN feeds f ON f.id = e.feed_id WHERE entries_fts MATCH ?"
-        )
+        snippet = f"snippet(entries_fts, -1, '{HIT_START}', '{HIT_END}', '…', 16)"
+        where = "entries_fts MATCH ?"
         params: list = [query]
         # Rank the newest RANKED_MATCHES matches only: scoring every match of a common word in
         # a store of millions takes seconds, and a reader wants the recent ones. Rowids grow
         # with time and FTS5 walks them newest-first cheaply, so this costs one index scan.
         cutoff = self._rank_cutoff(query)
         if cutoff is not None:
-            sql += " AND entries_fts.rowid >= ?"
+            where += " AND entries_fts.rowid >= ?"
             params.append(cutoff)
         if since is not None:
-            sql += " AND e.published >= ?"
+            where += " AND e.published >= ?"
             params.append(_ts(since))
-        sql += f" ORDER BY {RANK}, e.published DESC LIMIT ?"
-        params.append(limit)
+        if not per_story:
+            sql = (
+                f"SELECT {ENTRY_COLUMNS}, {snippet}, {RANK}"
+                " FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid"
+                f" JOIN feeds f ON f.id = e.feed_id WHERE {where}"
+                f" ORDER BY {RANK}, e.published DESC LIMIT ?"
+            )
+            params.append(limit)
+        else:
+            # Each story's best match among the ranked ones, then the best ``limit`` of those;
+            # the snippet is made for those only (the outer MATCH finds each by its rowid).
+            sql = f"""
+                WITH hits AS (
+                    SELECT entries_fts.rowid AS id, {RANK} AS rank, e.published AS published,
+                        e.story_id AS story_id
+                    FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid
+                    WHERE {where} AND e.story_id IS NOT NULL
+                ), firsts AS (
+                    SELECT id, rank, published, row_number() OVER (
+                        PARTITION BY story_id ORDER BY rank, published DESC, id DESC
+                    ) AS nth FROM hits
+                ), best AS (
+                    SELECT id, rank, published FROM firsts WHERE nth = 1
+                    ORDER BY rank, published DESC, id DESC LIMIT ?
+                )
+                SELECT {ENTRY_COLUMNS}, {snippet}, best.rank
+                FROM best JOIN entries_fts ON entries_fts.rowid = best.id
+                JOIN entries e ON e.id = best.id JOIN feeds f ON f.id = e.feed_id
+                WHERE entries_fts MATCH ?
+                ORDER BY best.rank, best.published DESC, best.id DESC"""
+            params += [limit, query]
         try:
             rows = self.db.execute(sql, params).fetchall()
         except sqlite3.OperationalError as e:
