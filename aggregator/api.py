@@ -15,10 +15,11 @@ import pickle
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from .config import Settings, load_settings
 from .errors import (
@@ -53,15 +54,13 @@ if TYPE_CHECKING:
 # is used: a query (`aggregator stories`, `search`) starts in about half the time without them.
 
 
-@dataclass(frozen=True, slots=True)
-class AddResult:
+class AddResult(msgspec.Struct, frozen=True):
     feed: Feed
     note: str | None = None  # e.g. "the page links the feed X; added that instead"
     result: FeedUpdateResult | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ImportResult:
+class ImportResult(msgspec.Struct, frozen=True):
     added: int
     existing: int
     invalid: tuple[str, ...]
@@ -162,7 +161,7 @@ class Aggregator:
         elif fetched.outcome.failed:
             note = f"added, but the first fetch failed: {fetched.error or fetched.outcome.value}"
         feed = self.store.add_feed(url, title, self.clock())
-        fetched = replace(fetched, feed_id=feed.id)
+        fetched = msgspec.structs.replace(fetched, feed_id=feed.id)
         from . import pipeline
 
         res = pipeline.process_result(self.store, fetched, self.clock(), self.settings)

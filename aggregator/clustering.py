@@ -34,11 +34,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
+
+import msgspec
 
 from .dedup.base import ClusterSettings, gc_paused
 from .errors import ClusterConflictError
@@ -68,8 +69,7 @@ class StageLeft(NamedTuple):
 Prefetch = Callable[[Sequence[int], int, float, StageLeft], "Future[list[tuple]] | None"]
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterSummary:
+class ClusterSummary(msgspec.Struct, frozen=True):
     entries: int = 0
     stories_touched: int = 0
     merges: int = 0

@@ -9,12 +9,12 @@ wrong types and out-of-range values raise ConfigError with the file, the key and
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from .dedup.base import ClusterSettings
 from .errors import ConfigError
@@ -24,8 +24,7 @@ ENV_DB = "AGGREGATOR_DB"
 ENV_CONFIG = "AGGREGATOR_CONFIG"
 
 
-@dataclass(frozen=True)
-class FetchSettings:
+class FetchSettings(msgspec.Struct, frozen=True):
     # Seconds to wait for a TCP/TLS connection.
     connect_timeout: float = 10.0
     # Seconds to wait between two reads of the body.
@@ -60,8 +59,7 @@ class FetchSettings:
         _check_range("fetch.parse_processes", self.parse_processes, 0, 64)
 
 
-@dataclass(frozen=True)
-class StoreSettings:
+class StoreSettings(msgspec.Struct, frozen=True):
     # Path of the SQLite file (or a postgresql:// URL). Empty: a file in the user's data dir.
     path: str = ""
     # Shared stores (PostgreSQL): seconds a worker holds the feeds it claimed before others
@@ -72,8 +70,7 @@ class StoreSettings:
         _check_range("store.lease_seconds", self.lease_seconds, 1, 86400)
 
 
-@dataclass(frozen=True)
-class DaemonSettings:
+class DaemonSettings(msgspec.Struct, frozen=True):
     # Seconds between the daemon's looks for due feeds.
     tick_seconds: float = 30.0
     # Entries (and stories with no newer entry) older than this many days are removed.
@@ -90,18 +87,17 @@ class DaemonSettings:
         _check_range("daemon.stop_timeout_seconds", self.stop_timeout_seconds, 1, 3600)
 
 
-@dataclass(frozen=True)
-class Settings:
-    fetch: FetchSettings = field(default_factory=FetchSettings)
-    store: StoreSettings = field(default_factory=StoreSettings)
-    cluster: ClusterSettings = field(default_factory=ClusterSettings)
-    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
-    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+class Settings(msgspec.Struct, frozen=True):
+    fetch: FetchSettings = msgspec.field(default_factory=FetchSettings)
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    cluster: ClusterSettings = msgspec.field(default_factory=ClusterSettings)
+    schedule: ScheduleSettings = msgspec.field(default_factory=ScheduleSettings)
+    daemon: DaemonSettings = msgspec.field(default_factory=DaemonSettings)
 
     def validate(self) -> Settings:
-        for f in dataclasses.fields(self):
+        for name in self.__struct_fields__:
             try:
-                getattr(self, f.name).validate()
+                getattr(self, name).validate()
             except ValueError as e:  # sections outside this module report plain ValueErrors
                 raise ConfigError(f"config: {e}") from None
         return self
@@ -172,11 +168,11 @@ def default_toml() -> str:
     import inspect
 
     lines = ["# aggregator settings. Every key is optional; shown here with its default.", ""]
-    for section in dataclasses.fields(Settings):
-        cls = typing.get_type_hints(Settings)[section.name]
+    for section in msgspec.structs.fields(Settings):
+        cls = section.type
         lines.append(f"[{section.name}]")
         comments = _field_comments(inspect.getsource(cls))
-        for f in dataclasses.fields(cls):
+        for f in msgspec.structs.fields(cls):
             for c in comments.get(f.name, []):
                 lines.append(f"# {c}")
             lines.append(f"{f.name} = {_toml_value(f.default)}")

@@ -334,7 +334,7 @@ def run_daemon(
     setup_logging(log_format)
     settings = load_settings(config_path)
     if tick_seconds is not None:
-        from dataclasses import replace
+        from msgspec.structs import replace
 
         settings = replace(settings, daemon=replace(settings.daemon, tick_seconds=tick_seconds))
         settings.validate()

@@ -1,10 +1,19 @@
-"""Plain data passed between the stages: frozen dataclasses. Imports nothing internal."""
+"""Plain data passed between the stages: frozen records. Imports nothing internal.
+
+The records here, and the settings and results beside them elsewhere, are msgspec Structs, not
+dataclasses: the same frozen, slotted, comparable, hashable, picklable records, whose classes
+are made in C. Python 3.11 compiles a frozen dataclass's methods from source as its module is
+imported, 1.0-2.5 ms a class here, and every command imported 27 of them: 35 ms of the
+~140 ms an `aggregator stories` took on a 1,000,000-entry store, before its query (0.3 ms).
+An instance is also made in a tenth of the time (0.14 against 1.4 us for a 9-field record),
+and rounds make several per entry."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from datetime import datetime
+
+import msgspec
 
 
 class Outcome(enum.StrEnum):
@@ -24,8 +33,7 @@ class Outcome(enum.StrEnum):
         return self not in (Outcome.OK, Outcome.NOT_MODIFIED)
 
 
-@dataclass(frozen=True, slots=True)
-class Feed:
+class Feed(msgspec.Struct, frozen=True):
     id: int
     url: str
     title: str | None = None
@@ -54,8 +62,7 @@ class Feed:
         return self.user_title or self.title or self.url
 
 
-@dataclass(frozen=True, slots=True)
-class FetchRequest:
+class FetchRequest(msgspec.Struct, frozen=True):
     """What the fetcher needs to know about a feed: where, and what we saw last time."""
 
     feed_id: int
@@ -66,8 +73,7 @@ class FetchRequest:
     retry_after: datetime | None = None  # not fetched before this time (Retry-After)
 
 
-@dataclass(frozen=True, slots=True)
-class FetchResult:
+class FetchResult(msgspec.Struct, frozen=True):
     feed_id: int
     outcome: Outcome
     url: str  # the URL finally fetched (after redirects)
@@ -84,8 +90,7 @@ class FetchResult:
     elapsed: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class RawEntry:
+class RawEntry(msgspec.Struct, frozen=True):
     """One entry as the parser read it: strings as found, dates already in UTC when known."""
 
     guid: str | None
@@ -98,8 +103,7 @@ class RawEntry:
     updated: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedFeed:
+class ParsedFeed(msgspec.Struct, frozen=True):
     format: str  # rss20, atom10, rss10, json11 ...
     title: str | None
     link: str | None
@@ -108,8 +112,7 @@ class ParsedFeed:
     ttl_minutes: int | None = None  # RSS <ttl> or sy:updatePeriod/updateFrequency, the larger
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(msgspec.Struct, frozen=True):
     """A normalized entry, ready to store. ``key`` is its identity within its feed."""
 
     feed_id: int
@@ -126,8 +129,7 @@ class Entry:
     content_hash: str
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEntry:
+class StoredEntry(msgspec.Struct, frozen=True):
     id: int
     feed_id: int
     feed_title: str
@@ -143,8 +145,7 @@ class StoredEntry:
     story_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class FeedUpdateResult:
+class FeedUpdateResult(msgspec.Struct, frozen=True):
     """What one feed's part of a round did."""
 
     feed_id: int
@@ -156,11 +157,10 @@ class FeedUpdateResult:
     warning: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RoundSummary:
+class RoundSummary(msgspec.Struct, frozen=True):
     started_at: datetime
     finished_at: datetime
-    results: tuple[FeedUpdateResult, ...] = field(default=())
+    results: tuple[FeedUpdateResult, ...] = ()
     skipped: int = 0  # feeds not fetched because a Retry-After has not passed
     clustered: int = 0  # entries placed in stories after the round
     stories_touched: int = 0  # stories created or grown
@@ -211,8 +211,7 @@ class RoundSummary:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Story:
+class Story(msgspec.Struct, frozen=True):
     id: int
     title: str
     first_seen: datetime
@@ -222,8 +221,7 @@ class Story:
     rep_entry_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StoryMember:
+class StoryMember(msgspec.Struct, frozen=True):
     entry_id: int
     feed_id: int
     outlet: str
@@ -236,21 +234,18 @@ class StoryMember:
     pinned: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class StoryDetail:
+class StoryDetail(msgspec.Struct, frozen=True):
     story: Story
     members: tuple[StoryMember, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class SearchHit:
+class SearchHit(msgspec.Struct, frozen=True):
     entry: StoredEntry
     snippet: str  # matched words between \x02 and \x03
     rank: float  # bm25: lower is better
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterItem:
+class ClusterItem(msgspec.Struct, frozen=True):
     """What clustering reads of a stored entry."""
 
     entry_id: int

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 
 import listparser
+import msgspec
 
 from .errors import OPMLError
 from .models import Feed
 
 
-@dataclass(frozen=True, slots=True)
-class OPMLFeed:
+class OPMLFeed(msgspec.Struct, frozen=True):
     url: str
     title: str | None
 

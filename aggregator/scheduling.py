@@ -19,14 +19,14 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+import msgspec
 
 from .models import Outcome
 
 
-@dataclass(frozen=True)
-class ScheduleSettings:
+class ScheduleSettings(msgspec.Struct, frozen=True):
     # Minutes between fetches of a feed with no publishing history yet.
     default_interval_minutes: float = 60.0
     # Bounds of the adaptive interval, in minutes.
@@ -63,23 +63,20 @@ class ScheduleSettings:
             raise ValueError("schedule.disable_after_days is out of range; use 0.001 to 3650")
 
 
-@dataclass(frozen=True, slots=True)
-class FeedState:
+class FeedState(msgspec.Struct, frozen=True):
     feed_id: int
     consecutive_errors: int = 0  # including the outcome being decided
     error_since: datetime | None = None  # first failure of the current run of failures
     entries_per_day: float | None = None  # over the last week
 
 
-@dataclass(frozen=True, slots=True)
-class Hints:
+class Hints(msgspec.Struct, frozen=True):
     max_age_seconds: int | None = None  # Cache-Control max-age / Expires
     feed_interval_minutes: int | None = None  # RSS <ttl>, sy:updatePeriod/updateFrequency
     retry_after: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True):
     next_check_at: datetime
     interval: timedelta
     reason: str

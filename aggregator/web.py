@@ -199,7 +199,7 @@ def create_app(db: str | Path, settings: Settings | None = None) -> Starlette:
 
 
 def _asdict(obj) -> dict:
-    return {k: getattr(obj, k) for k in obj.__dataclass_fields__}
+    return {k: getattr(obj, k) for k in obj.__struct_fields__}
 
 
 def _json(d: dict) -> dict:

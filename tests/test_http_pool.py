@@ -9,6 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import msgspec
 import pytest
 
 from aggregator.config import FetchSettings
@@ -159,7 +160,7 @@ def test_one_after_another(counting, path, n, outcome, connections):
 
 def test_body_left_unread_closes_its_connection_and_the_next_feed_still_works(counting):
     srv = counting()
-    small = dataclasses.replace(FAST, max_body_bytes=10_000)
+    small = msgspec.structs.replace(FAST, max_body_bytes=10_000)
     results, pool = run_fetches([srv.url("/big"), srv.url("/feed")], settings=small, concurrency=1)
     assert [r.outcome for r in results] == [Outcome.TOO_LARGE, Outcome.OK]
     assert srv.connections == 2

@@ -4,7 +4,6 @@ dies costs no feed."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import os
@@ -16,6 +15,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from werkzeug import Response
 
@@ -33,8 +33,8 @@ SETTINGS = Settings(
     )
 )
 NOW_ITEMS = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
-IN_PROCESS = dataclasses.replace(
-    SETTINGS, fetch=dataclasses.replace(SETTINGS.fetch, parse_processes=0)
+IN_PROCESS = msgspec.structs.replace(
+    SETTINGS, fetch=msgspec.structs.replace(SETTINGS.fetch, parse_processes=0)
 )
 
 

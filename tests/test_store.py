@@ -4,10 +4,10 @@ SQLite's own (WAL, files) on real files."""
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from msgspec.structs import replace
 
 from aggregator.errors import FeedExistsError, FeedNotFoundError, StoreError
 from aggregator.models import Entry, FetchResult, Outcome, ParsedFeed

@@ -11,7 +11,8 @@ import hashlib
 import importlib
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
+
+import msgspec
 
 
 @contextmanager
@@ -68,8 +69,7 @@ def compiled_build(module: str, names: tuple[str, ...]):
     return build, ""
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterSettings:
+class ClusterSettings(msgspec.Struct, frozen=True):
     # An entry joins the best story scoring at least this (0..1).
     threshold: float = 0.2
     # Two stories whose profiles match at least this well (both ways) merge.
