@@ -125,7 +125,7 @@ EPOCH_SHARE = 8  # a longer epoch in a big window: 1/8 of its active stories
 NEAR_DUPLICATE_MIN_COVERAGE = 0.3  # titles this far apart are not compared character-wise
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # (not frozen: one is made per entry placed, in 0.25 us against 1.46 us)
 class Item:
     entry_id: int
     source: str  # the outlet (feed), for distinct-source counts
