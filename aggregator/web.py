@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from jinja2 import Environment
+from msgspec.structs import asdict
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -100,13 +101,13 @@ def create_app(db: str | Path, settings: Settings | None = None) -> Starlette:
     def story_rows(a: Aggregator, since, min_sources, q, limit):
         if not q:
             return [
-                dict(_asdict(s), snippet=None)
+                dict(asdict(s), snippet=None)
                 for s in a.stories(since=since, min_sources=min_sources, limit=limit)
             ]
         rows = []
         for story, hit in a.search(q, since=since, limit=limit, stories=True):
             if story.source_count >= min_sources:
-                rows.append(dict(_asdict(story), snippet=hit.snippet))
+                rows.append(dict(asdict(story), snippet=hit.snippet))
         return rows
 
     def index(request: Request) -> Response:
@@ -165,7 +166,7 @@ def create_app(db: str | Path, settings: Settings | None = None) -> Starlette:
         finally:
             a.close()
         return JSONResponse(
-            {**_json(_asdict(d.story)), "sources": [_json(_asdict(m)) for m in d.members]}
+            {**_json(asdict(d.story)), "sources": [_json(asdict(m)) for m in d.members]}
         )
 
     def feed(fmt: str, media: str):
@@ -196,10 +197,6 @@ def create_app(db: str | Path, settings: Settings | None = None) -> Starlette:
         Route("/subscriptions.opml", feed("opml", "text/x-opml; charset=utf-8")),
     ]
     return Starlette(routes=routes)
-
-
-def _asdict(obj) -> dict:
-    return {k: getattr(obj, k) for k in obj.__struct_fields__}
 
 
 def _json(d: dict) -> dict:
