@@ -614,6 +614,35 @@ def test_the_snapshot_body_is_written_while_the_last_write_is_in_flight(tmp_path
     store.close()
 
 
+def test_what_the_stage_says_is_left_to_write_leaves_out_writes_done(tmp_path):
+    """Each batch asked of the worker comes with what the stage has left (``StageLeft``), which
+    the round weighs against the worker's own work (Offload.outlasts). A write the worker has
+    done is no work left, though the stage counts it as written only at its next write."""
+    from concurrent.futures import Future
+
+    store = fill(str(tmp_path / "left.sqlite"))
+    total = len(store.unclustered_ids())
+    applied = 0  # rows written so far (each write is done as it is sent)
+    told: list[tuple[int, int]] = []  # (rows left to write as told, as they are)
+
+    def apply(rows, merged, now, generation):
+        nonlocal applied
+        fut: Future = Future()
+        fut.set_result(store.apply_clustering(rows, merged, now, generation))
+        applied += len(rows)
+        return fut
+
+    def prefetch(ids, summary_tokens, summary_weight, left):
+        told.append((left.unwritten, total - applied))
+        return None  # (refused: the stage reads the batch itself)
+
+    ClusteringStage().run(store, NOW, batch=7, apply=apply, prefetch=prefetch)
+    assert len(told) > 3 and any(t[1] < total for t in told)
+    assert [t[0] for t in told] == [t[1] for t in told]
+    assert stories(store) == expected()
+    store.close()
+
+
 def test_a_snapshot_of_the_previous_format_is_not_read(tmp_path):
     store = fill(str(tmp_path / "old.sqlite"))
     stage = ClusteringStage()
