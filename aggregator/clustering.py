@@ -188,6 +188,19 @@ def _covers(c: Clusterer, earliest: datetime) -> bool:
     return earliest.timestamp() >= c._horizon - c._window
 
 
+class _Paced:
+    """A file whose writes each call ``between`` first (``ClusteringStage._body``)."""
+
+    __slots__ = ("between", "f")
+
+    def __init__(self, f, between: Callable[[], None]) -> None:
+        self.f, self.between = f, between
+
+    def write(self, data) -> int:
+        self.between()
+        return self.f.write(data)
+
+
 class _IdBits:
     """A set of story ids (non-negative ints), one bit each. The bench's 5000-feed cold round
     touches 133,634 stories: a set of their ids raised its peak RSS from 482.5 to 488.5 MiB."""
@@ -271,23 +284,24 @@ class ClusteringStage:
         self.unsaved = False
         return True
 
-    def _body(self, path: Path) -> Path:
+    def _body(self, path: Path, between: Callable[[], None] | None = None) -> Path:
         """The clusterer written to a new temporary file next to ``path``, after the space
-        its header will take."""
+        its header will take; ``between`` is called before each write to the file."""
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         try:
             with tmp.open("wb") as f:
                 f.seek(HEADER_SPACE)
-                self.clusterer.dump(f)
+                self.clusterer.dump(f if between is None else _Paced(f, between))
         except BaseException:
             _discard((tmp,))
             raise
         return tmp
 
-    def _write_ahead(self, store: Store) -> None:
+    def _write_ahead(self, store: Store, between: Callable[[], None] | None = None) -> None:
         """``run``'s last write is in flight (in the round's worker): write the snapshot's body
-        meanwhile, for ``save`` to finish. (That write made the process wait ~0.3 s at the end
-        of the bench's 1000-feed cold round, and ``save`` took as long again after it.)"""
+        meanwhile, for ``save`` to finish (``between``: see ``_body``). (That write made the
+        process wait ~0.3 s at the end of the bench's 1000-feed cold round, and ``save`` took
+        as long again after it.)"""
         path = store.cluster_snapshot_path()
         if path is None or self.clusterer is None or _code_key() is None:
             return
@@ -295,7 +309,7 @@ class ClusteringStage:
         self._ahead = None
         # (if it cannot be written, save writes it all, or says why it cannot)
         with contextlib.suppress(OSError, pickle.PicklingError, RecursionError):
-            self._ahead = (self._body(path), self.clusterer, self._placed, str(path))
+            self._ahead = (self._body(path, between), self.clusterer, self._placed, str(path))
 
     def preload(self, store: Store) -> bool:
         """Read the store's snapshot now, ahead of ``run`` (a one-shot round's clustering
@@ -545,17 +559,13 @@ class ClusteringStage:
                         continue
                     if not pending:
                         if save_ahead and self.unsaved:
-                            # the body is written while the last write is in flight: the one
-                            # in flight already, when nothing placed waits; else the rest,
-                            # sent once the one in flight is done (the last batch's write
-                            # was most often in flight here already, and waiting for it
-                            # before the body kept the process 0.24 s longer in a traced
-                            # cold round of 1000 feeds)
+                            # the body is written while the last writes are in flight: the
+                            # rest of the rows, when a write was in flight still, go as soon
+                            # as it is done, between two of the body's pickles (waiting for
+                            # it before the body kept the process 0.24 s longer in a traced
+                            # cold round of 1000 feeds, and 0.33 s in one of 5000)
                             send(last=True)
-                            if out_n:
-                                settle()
-                                send(last=True)
-                            self._write_ahead(store)
+                            self._write_ahead(store, between=lambda: send(last=True))
                         flush()
                         break
                     c = self.clusterer

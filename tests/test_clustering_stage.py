@@ -614,6 +614,63 @@ def test_the_snapshot_body_is_written_while_the_last_write_is_in_flight(tmp_path
     store.close()
 
 
+def test_rows_waiting_at_the_end_go_as_soon_as_the_write_before_them_is_done(tmp_path):
+    """Placing ends with a write in flight and rows placed since waiting for it: the body is
+    written at once, and the waiting rows are sent between two of its pickles, as soon as the
+    write before them is done, not after the whole body (nor is the body held up by that
+    write). Each write here is done only once the body was begun (its future does the write
+    when asked, the temporary file being there); one asked for before would have had to be
+    forced, and is recorded."""
+    from concurrent.futures import Future
+
+    db = tmp_path / "paced.sqlite"
+    store = fill(str(db))
+    forced: list[int] = []  # writes whose result was wanted before the body was begun
+    during_body: list[bool] = []  # for each write sent: whether the body was being written
+    stage = ClusteringStage()
+
+    def body_begun() -> bool:
+        return bool(list(tmp_path.glob("*.tmp")))
+
+    class Lazy(Future):
+        def __init__(self, args) -> None:
+            super().__init__()
+            self.args = args
+
+        def _write(self) -> None:
+            writer = open_store(str(db))
+            try:
+                self.set_result(writer.apply_clustering(*self.args))
+            finally:
+                writer.close()
+
+        def done(self) -> bool:
+            if not super().done() and body_begun():
+                self._write()
+            return super().done()
+
+        def result(self, timeout=None):
+            if not self.done():
+                forced.append(len(self.args[0]))
+                self._write()
+            return super().result(timeout)
+
+    def apply(rows, merged, now, generation):
+        during_body.append(body_begun() and stage._ahead is None)
+        return Lazy((rows, merged, now, generation))
+
+    stage.run(store, NOW, batch=7, apply=apply, save_ahead=True)
+    assert forced == []
+    # the first write goes at once; the rows placed while it was in flight wait for it, and
+    # go in one write while the body is written
+    assert during_body == [False, True]
+    assert stage.save(store)
+    assert stories(store) == expected()
+    again = ClusteringStage()
+    assert again.preload(store)
+    store.close()
+
+
 def test_what_the_stage_says_is_left_to_write_leaves_out_writes_done(tmp_path):
     """Each batch asked of the worker comes with what the stage has left (``StageLeft``), which
     the round weighs against the worker's own work (Offload.outlasts). A write the worker has
