@@ -671,6 +671,38 @@ def test_rows_waiting_at_the_end_go_as_soon_as_the_write_before_them_is_done(tmp
     store.close()
 
 
+def test_a_write_that_failed_while_the_body_was_written_is_not_lost(tmp_path):
+    """The write in flight as placing ends fails (an OSError, which the body's writing would
+    take as its own and give up on quietly): the stage raises it, rather than send the rows
+    after it and return as if that write's rows were stored."""
+    from concurrent.futures import Future
+
+    db = tmp_path / "failed.sqlite"
+    store = fill(str(db))
+    sent: list[int] = []
+
+    class FailsOnceBegun(Future):
+        def done(self) -> bool:
+            if not super().done() and list(tmp_path.glob("*.tmp")):
+                self.set_exception(OSError("the worker's disk is gone"))
+            return super().done()
+
+    def apply(rows, merged, now, generation):
+        sent.append(len(rows))
+        if len(sent) == 1:  # the first write: the rest wait behind it
+            return FailsOnceBegun()
+        done: Future = Future()  # (any later one is written at once)
+        done.set_result(store.apply_clustering(rows, merged, now, generation))
+        return done
+
+    stage = ClusteringStage()
+    with pytest.raises(OSError, match="disk is gone"):
+        stage.run(store, NOW, batch=7, apply=apply, save_ahead=True)
+    assert sent == [7]  # nothing was sent behind the failed write
+    assert len(store.unclustered_ids()) == EVENTS * OUTLETS  # and nothing claims to be stored
+    store.close()
+
+
 def test_what_the_stage_says_is_left_to_write_leaves_out_writes_done(tmp_path):
     """Each batch asked of the worker comes with what the stage has left (``StageLeft``), which
     the round weighs against the worker's own work (Offload.outlasts). A write the worker has
