@@ -570,6 +570,31 @@ def test_a_snapshot_written_ahead_is_finished_by_save_or_written_again(tmp_path)
     store.close()
 
 
+def _body_begun(folder) -> bool:
+    """Whether a snapshot body is being written (or was, and not yet finished by ``save``)
+    in ``folder``: its temporary file is there."""
+    return bool(list(folder.glob("*.tmp")))
+
+
+def _written_now(store, *args):
+    """A done future of ``store.apply_clustering(*args)``: a write the worker did at once."""
+    from concurrent.futures import Future
+
+    fut: Future = Future()
+    fut.set_result(store.apply_clustering(*args))
+    return fut
+
+
+def _saved_whole(stage: ClusteringStage, store) -> None:
+    """The stage's snapshot is finished, the stories are all stored, and another process
+    reads the snapshot back; the store is closed."""
+    assert stage.save(store)
+    assert stories(store) == expected()
+    again = ClusteringStage()
+    assert again.preload(store)
+    store.close()
+
+
 def test_the_snapshot_body_is_written_while_the_last_write_is_in_flight(tmp_path):
     """When the last batch's write is already in flight as placing ends, the body is written
     at once, not after that write (which then finishes meanwhile). Here that write waits for
@@ -589,9 +614,9 @@ def test_the_snapshot_body_is_written_while_the_last_write_is_in_flight(tmp_path
         def write() -> None:
             if final:
                 deadline = time.monotonic() + 10
-                while not list(tmp_path.glob("*.tmp")) and time.monotonic() < deadline:
+                while not _body_begun(tmp_path) and time.monotonic() < deadline:
                     time.sleep(0.01)
-                waited.append(bool(list(tmp_path.glob("*.tmp"))))
+                waited.append(_body_begun(tmp_path))
             writer = open_store(str(db))
             try:
                 fut.set_result(writer.apply_clustering(rows, merged, now, generation))
@@ -607,11 +632,7 @@ def test_the_snapshot_body_is_written_while_the_last_write_is_in_flight(tmp_path
     stage = ClusteringStage()
     stage.run(store, NOW, batch=7, apply=apply, save_ahead=True)
     assert waited == [True]  # the body came while the last write waited for it
-    assert stage.save(store)
-    assert stories(store) == expected()
-    again = ClusteringStage()
-    assert again.preload(store)
-    store.close()
+    _saved_whole(stage, store)
 
 
 def test_rows_waiting_at_the_end_go_as_soon_as_the_write_before_them_is_done(tmp_path):
@@ -629,9 +650,6 @@ def test_rows_waiting_at_the_end_go_as_soon_as_the_write_before_them_is_done(tmp
     during_body: list[bool] = []  # for each write sent: whether the body was being written
     stage = ClusteringStage()
 
-    def body_begun() -> bool:
-        return bool(list(tmp_path.glob("*.tmp")))
-
     class Lazy(Future):
         def __init__(self, args) -> None:
             super().__init__()
@@ -645,7 +663,7 @@ def test_rows_waiting_at_the_end_go_as_soon_as_the_write_before_them_is_done(tmp
                 writer.close()
 
         def done(self) -> bool:
-            if not super().done() and body_begun():
+            if not super().done() and _body_begun(tmp_path):
                 self._write()
             return super().done()
 
@@ -656,7 +674,7 @@ def test_rows_waiting_at_the_end_go_as_soon_as_the_write_before_them_is_done(tmp
             return super().result(timeout)
 
     def apply(rows, merged, now, generation):
-        during_body.append(body_begun() and stage._ahead is None)
+        during_body.append(_body_begun(tmp_path) and stage._ahead is None)
         return Lazy((rows, merged, now, generation))
 
     stage.run(store, NOW, batch=7, apply=apply, save_ahead=True)
@@ -664,11 +682,7 @@ def test_rows_waiting_at_the_end_go_as_soon_as_the_write_before_them_is_done(tmp
     # the first write goes at once; the rows placed while it was in flight wait for it, and
     # go in one write while the body is written
     assert during_body == [False, True]
-    assert stage.save(store)
-    assert stories(store) == expected()
-    again = ClusteringStage()
-    assert again.preload(store)
-    store.close()
+    _saved_whole(stage, store)
 
 
 def test_a_write_that_failed_while_the_body_was_written_is_not_lost(tmp_path):
@@ -683,17 +697,19 @@ def test_a_write_that_failed_while_the_body_was_written_is_not_lost(tmp_path):
 
     class FailsOnceBegun(Future):
         def done(self) -> bool:
-            if not super().done() and list(tmp_path.glob("*.tmp")):
+            if not super().done() and _body_begun(tmp_path):
                 self.set_exception(OSError("the worker's disk is gone"))
             return super().done()
+
+        def result(self, timeout=None):  # (wanted before the body: it would never come)
+            assert self.done(), "a write's result was wanted before the body was begun"
+            return super().result(timeout)
 
     def apply(rows, merged, now, generation):
         sent.append(len(rows))
         if len(sent) == 1:  # the first write: the rest wait behind it
             return FailsOnceBegun()
-        done: Future = Future()  # (any later one is written at once)
-        done.set_result(store.apply_clustering(rows, merged, now, generation))
-        return done
+        return _written_now(store, rows, merged, now, generation)  # (any later one)
 
     stage = ClusteringStage()
     with pytest.raises(OSError, match="disk is gone"):
@@ -707,8 +723,6 @@ def test_what_the_stage_says_is_left_to_write_leaves_out_writes_done(tmp_path):
     """Each batch asked of the worker comes with what the stage has left (``StageLeft``), which
     the round weighs against the worker's own work (Offload.outlasts). A write the worker has
     done is no work left, though the stage counts it as written only at its next write."""
-    from concurrent.futures import Future
-
     store = fill(str(tmp_path / "left.sqlite"))
     total = len(store.unclustered_ids())
     applied = 0  # rows written so far (each write is done as it is sent)
@@ -716,8 +730,7 @@ def test_what_the_stage_says_is_left_to_write_leaves_out_writes_done(tmp_path):
 
     def apply(rows, merged, now, generation):
         nonlocal applied
-        fut: Future = Future()
-        fut.set_result(store.apply_clustering(rows, merged, now, generation))
+        fut = _written_now(store, rows, merged, now, generation)
         applied += len(rows)
         return fut
 
